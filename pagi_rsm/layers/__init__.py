@@ -1,0 +1,7 @@
+"""Keras 3 layers and RNN cells of pagi-rsm.
+
+Every layer is registered with ``keras.saving.register_keras_serializable(package="pagi_rsm")``
+so a ``.keras`` file that uses it loads after ``import pagi_rsm``.
+"""
+__all__ = []
+# Each module adds its public names below (one import line per module).

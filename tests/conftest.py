@@ -1,0 +1,47 @@
+"""Shared test setup.
+
+Two logical CPU devices are configured before TensorFlow initialises its runtime, so
+`tf.distribute.MirroredStrategy` tests can run on this CPU-only machine.
+"""
+import os
+import pathlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+try:
+    tf.config.set_logical_device_configuration(
+        _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+except RuntimeError:  # runtime already initialised (e.g. by a plugin); tests that need 2 skip
+    pass
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = pathlib.Path(
+    os.environ.get("PAGI_RSM_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture
+def shared_data():
+    """Path of ../shared/data (real MNIST, PTB, ...); skips if it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def _reset_keras_state():
+    """Each test starts with a fresh Keras name scope and the default dtype policy."""
+    import keras
+    keras.mixed_precision.set_global_policy("float32")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+    keras.backend.clear_session()
