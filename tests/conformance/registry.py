@@ -1,0 +1,52 @@
+"""The one registry of every layer of pagi-rsm, checked by `test_conformance.py`.
+
+A layer joins every conformance check (eager == tf.function == XLA, `.keras` round trip,
+get_config/from_config, MirroredStrategy == one device, mixed_float16, no retracing) by adding
+one `Entry` to `ENTRIES` below. Keep entries small: the suite builds and trains each a few times.
+"""
+import dataclasses
+from typing import Callable, Optional
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """How to build and feed one layer.
+
+    Attributes:
+      name: test id.
+      make_layer: returns a fresh, unbuilt layer (or an RNN cell when `rnn=True`).
+      input_shape: per-sample input shape, without the batch axis (for cells: `(time, features)`).
+      rnn: wrap the cell in `keras.layers.RNN(cell, return_sequences=True)`.
+      batch_size: global batch (split across 2 replicas in the distribute test, so even).
+      atol: absolute tolerance of every float comparison (float32).
+      make_inputs: `(rng, batch_size) -> np.ndarray`; default standard normal of `input_shape`.
+      training_deterministic: False if `training=True` draws random numbers (dropout), in which
+        case training-mode outputs are not compared between execution modes.
+    """
+    name: str
+    make_layer: Callable[[], object]
+    input_shape: tuple
+    rnn: bool = False
+    batch_size: int = 4
+    atol: float = 1e-5
+    make_inputs: Optional[Callable[[np.random.Generator, int], np.ndarray]] = None
+    training_deterministic: bool = True
+
+    def inputs(self, seed=0, batch_size=None):
+        rng = np.random.default_rng(seed)
+        b = batch_size or self.batch_size
+        if self.make_inputs is not None:
+            return np.asarray(self.make_inputs(rng, b), dtype="float32")
+        return rng.standard_normal((b,) + tuple(self.input_shape)).astype("float32")
+
+
+def _pagi():
+    import pagi_rsm.layers as layers
+    return layers
+
+
+# Add one entry per layer configuration worth checking (e.g. both `local` modes of KWinners2D).
+ENTRIES = [
+]
