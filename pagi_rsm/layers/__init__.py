@@ -5,3 +5,5 @@ so a ``.keras`` file that uses it loads after ``import pagi_rsm``.
 """
 __all__ = []
 # Each module adds its public names below (one import line per module).
+from pagi_rsm.layers.sparse_weights import SparseConv2D, SparseDense  # noqa: E402
+__all__ += ["SparseDense", "SparseConv2D"]
