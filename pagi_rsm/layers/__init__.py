@@ -7,3 +7,5 @@ __all__ = []
 # Each module adds its public names below (one import line per module).
 from pagi_rsm.layers.sparse_weights import SparseConv2D, SparseDense  # noqa: E402
 __all__ += ["SparseDense", "SparseConv2D"]
+from pagi_rsm.layers.k_winners import KWinners, KWinners2D  # noqa: E402
+__all__ += ["KWinners", "KWinners2D"]

@@ -47,6 +47,26 @@ def _pagi():
     return layers
 
 
+def _small_integers(shape):
+    """Inputs in {-2, ..., 2}: many exact ties (zeros stay tied after the harness' Scale)."""
+    return lambda rng, b: rng.integers(-2, 3, size=(b,) + tuple(shape))
+
+
 # Add one entry per layer configuration worth checking (e.g. both `local` modes of KWinners2D).
 ENTRIES = [
+    # --- k-winners (pagi_rsm/layers/k_winners.py) ---
+    Entry("kwinners_boost", lambda: _pagi().KWinners(percent_on=0.25, boost_strength=1.5),
+          input_shape=(16,)),
+    Entry("kwinners_break_ties_relu",
+          lambda: _pagi().KWinners(percent_on=0.25, break_ties=True, relu=True,
+                                   duty_cycle_period=4),
+          input_shape=(16,), make_inputs=_small_integers((16,))),
+    Entry("kwinners_rank3", lambda: _pagi().KWinners(percent_on=0.25), input_shape=(3, 8)),
+    Entry("kwinners2d_local", lambda: _pagi().KWinners2D(percent_on=0.25, local=True),
+          input_shape=(4, 4, 8)),
+    Entry("kwinners2d_global", lambda: _pagi().KWinners2D(percent_on=0.1, local=False),
+          input_shape=(4, 4, 8)),
+    Entry("kwinners2d_global_break_ties",
+          lambda: _pagi().KWinners2D(percent_on=0.1, local=False, break_ties=True),
+          input_shape=(4, 4, 8), make_inputs=_small_integers((4, 4, 8))),
 ]
