@@ -9,3 +9,5 @@ from pagi_rsm.layers.sparse_weights import SparseConv2D, SparseDense  # noqa: E4
 __all__ += ["SparseDense", "SparseConv2D"]
 from pagi_rsm.layers.k_winners import KWinners, KWinners2D  # noqa: E402
 __all__ += ["KWinners", "KWinners2D"]
+from pagi_rsm.layers.fast_weights import FastWeightsCell, FastWeightsRNNLN  # noqa: E402
+__all__ += ["FastWeightsCell", "FastWeightsRNNLN"]

@@ -54,6 +54,14 @@ def _small_integers(shape):
 
 # Add one entry per layer configuration worth checking (e.g. both `local` modes of KWinners2D).
 ENTRIES = [
+    # --- fast weights (pagi_rsm/layers/fast_weights.py) ---
+    Entry("fast_weights_explicit",
+          lambda: _pagi().FastWeightsCell(6, implementation="explicit", inner_steps=2),
+          input_shape=(5, 3), rnn=True, atol=1e-4),
+    Entry("fast_weights_attention",
+          lambda: _pagi().FastWeightsCell(6, implementation="attention", max_length=5,
+                                          inner_steps=2),
+          input_shape=(5, 3), rnn=True, atol=1e-4),
     # --- k-winners (pagi_rsm/layers/k_winners.py) ---
     Entry("kwinners_boost", lambda: _pagi().KWinners(percent_on=0.25, boost_strength=1.5),
           input_shape=(16,)),

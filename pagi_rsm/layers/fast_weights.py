@@ -1,0 +1,263 @@
+"""FastWeightsCell: an RNN with layer norm and a per-sample fast-weight memory (Ba et al. 2016).
+
+"Using Fast Weights to Attend to the Recent Past" (Ba, Hinton, Mnih, Leibo, Ionescu, NIPS 2016).
+The recurrence, the choices made where peer ports differ, and the two implementations are in the
+docstring of `FastWeightsCell`; the stateless maths is in `pagi_rsm.ops.fast_weights` and
+`pagi_rsm.ops.layer_norm`.
+"""
+import numbers
+
+import keras
+from keras import ops
+
+from pagi_rsm.ops.fast_weights import (apply_fast_weights, attend_history, history_weights,
+                                       push_history, update_fast_weights)
+from pagi_rsm.ops.layer_norm import layer_norm
+
+__all__ = ["FastWeightsCell", "FastWeightsRNNLN", "IMPLEMENTATIONS"]
+
+IMPLEMENTATIONS = ("explicit", "attention")
+"""Valid values of `FastWeightsCell(implementation=...)`."""
+
+DEFAULT_RECURRENT_GAIN = 0.05
+"""The slow recurrent kernel W starts as ``0.05 * I`` (Ba et al.; Goku's port)."""
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+@keras.saving.register_keras_serializable(package="pagi_rsm")
+class FastWeightsCell(keras.layers.Layer):
+    """RNN cell with layer normalisation and fast weights ("RNN-LN-FW", Ba et al. 2016).
+
+    Equations (one call = one time step t; x(t) is the input, h(t) the incoming hidden state):
+
+    1. Fast-weight update, from the incoming hidden state h(t) (the newest state, so A(t) already
+       holds it when h(t+1) is computed; A is per sample and starts at 0 for every sequence):
+
+           A(t) = decay * A(t-1) + fast_learning_rate * h(t) h(t)^T
+
+    2. Sustained boundary term, computed once and reused at every inner step (W and C are the
+       slow weights, trained by backprop):
+
+           z = W h(t) + C x(t) + b
+
+    3. Preliminary vector and inner loop of S = `inner_steps` steps, with f = `activation`
+       (ReLU) and LN the layer normalisation of each sample over its features (learned gain and
+       bias, shared by all inner steps):
+
+           h_0(t+1)     = f(LN(z))
+           h_{s+1}(t+1) = f(LN(z + A(t) h_s(t+1)))        for s = 0 .. S-1
+           h(t+1)       = h_S(t+1)
+
+    With ``fast_learning_rate=0`` A stays 0, every inner step returns h_0, and the cell is the
+    paper's RNN-LN baseline; it then carries only h (no memory state) and skips the inner loop.
+    With ``layer_norm=False`` LN is the identity (the ablation that peers report does not train).
+
+    Implementations (same outputs to float tolerance; both carry the memory in the state, so
+    fast weights never mix across samples of a batch):
+
+    * ``"explicit"``: the state holds A(t-1) as a `[B, H, H]` matrix (flattened to `H*H`).
+      Cost per step O(B H^2) (update) + O(S B H^2) (products).
+    * ``"attention"``: the state holds the last `max_length` hidden states h(t-L+1) .. h(t)
+      (a `[B, L, H]` buffer flattened to `L*H`, oldest first; the step pushes h(t) in, then
+      computes ``A(t) h_s = fast_learning_rate * sum_tau decay^(t-tau) h(tau) (h(tau)^T h_s)``
+      without materialising A. Cost O(S B L H) per step. Exact for sequences of at most
+      `max_length` steps from the zero initial state; on longer sequences the terms older than
+      `max_length` steps (weight <= decay^max_length) are dropped.
+
+    States (in the order of `state_size`): ``h`` `[B, units]`, then the memory: ``A`` flattened
+    `[B, units*units]` ("explicit") or the history flattened `[B, max_length*units]`
+    ("attention"); no memory when ``fast_learning_rate == 0``. The zero initial state of
+    `keras.layers.RNN` is the paper's "A = 0 at the start of each sequence". Under mixed
+    precision the matmuls run in the compute dtype (float16) while layer norm and the fast-weight
+    products run in float32; the states are stored in the compute dtype.
+
+    Args:
+      units: positive int, hidden size H (R in the paper's Table 1).
+      decay: lambda in [0, 1], how fast the fast weights forget (default 0.95).
+      fast_learning_rate: eta >= 0, the fast-weight learning rate (default 0.5; 0 disables the
+        memory).
+      inner_steps: int S >= 1, inner-loop steps per time step (default 1).
+      implementation: ``"explicit"`` (default) or ``"attention"``, see above.
+      max_length: int >= 1, history length of the ``"attention"`` implementation (required
+        there; set it to the sequence length to be exact). Must be None or >= 1 otherwise.
+      layer_norm: bool, apply layer normalisation (default True).
+      activation: activation f (default ``"relu"``).
+      epsilon: positive float added to the variance in layer norm (default 1e-5).
+      kernel_initializer: initializer of the input kernel C `[features, units]`.
+      recurrent_initializer: initializer of the slow recurrent kernel W `[units, units]`;
+        default ``Identity(gain=0.05)``.
+      bias_initializer: initializer of b `[units]` (default zeros).
+      **kwargs: base `keras.layers.Layer` arguments (name, dtype, ...).
+
+    Call arguments:
+      inputs: `[batch, features]` input x(t) of one time step.
+      states: list of state tensors as described above.
+      training: unused (no dropout); accepted for the `RNN` API.
+
+    Returns:
+      ``(h(t+1), new_states)``: output `[batch, units]` and the list of next states.
+
+    Input shape of the wrapping RNN: `[batch, time, features]`; output `[batch, units]` or
+    `[batch, time, units]` with ``return_sequences=True``.
+
+    Example:
+      >>> import numpy as np, keras
+      >>> cell = FastWeightsCell(8, implementation="attention", max_length=11)
+      >>> rnn = keras.layers.RNN(cell)
+      >>> rnn(np.zeros((2, 11, 37), "float32")).shape
+      (2, 8)
+    """
+
+    def __init__(self, units, decay=0.95, fast_learning_rate=0.5, inner_steps=1,
+                 implementation="explicit", max_length=None, layer_norm=True, activation="relu",
+                 epsilon=1e-5, kernel_initializer="glorot_uniform", recurrent_initializer=None,
+                 bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        if not _is_int(units) or units < 1:
+            raise ValueError(f"units must be an integer >= 1, got {units!r}")
+        if not _is_real(decay) or not 0.0 <= decay <= 1.0:
+            raise ValueError(f"decay must be in [0, 1], got {decay!r}")
+        if not _is_real(fast_learning_rate) or not 0.0 <= fast_learning_rate < float("inf"):
+            raise ValueError(
+                f"fast_learning_rate must be a finite number >= 0, got {fast_learning_rate!r}")
+        if not _is_int(inner_steps) or inner_steps < 1:
+            raise ValueError(f"inner_steps must be an integer >= 1, got {inner_steps!r}")
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(
+                f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+        if max_length is not None and (not _is_int(max_length) or max_length < 1):
+            raise ValueError(f"max_length must be None or an integer >= 1, got {max_length!r}")
+        if implementation == "attention" and max_length is None:
+            raise ValueError(
+                "max_length must be an integer >= 1 when implementation='attention' (the number "
+                "of past hidden states kept; the sequence length makes it exact), got None")
+        if not isinstance(layer_norm, bool):
+            raise ValueError(f"layer_norm must be True or False, got {layer_norm!r}")
+        if not _is_real(epsilon) or not epsilon > 0:
+            raise ValueError(f"epsilon must be a number > 0, got {epsilon!r}")
+        self.units = int(units)
+        self.decay = float(decay)
+        self.fast_learning_rate = float(fast_learning_rate)
+        self.inner_steps = int(inner_steps)
+        self.implementation = implementation
+        self.max_length = None if max_length is None else int(max_length)
+        self.layer_norm = layer_norm
+        self.activation = keras.activations.get(activation)
+        self.epsilon = float(epsilon)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.recurrent_initializer = keras.initializers.get(
+            recurrent_initializer if recurrent_initializer is not None
+            else keras.initializers.Identity(gain=DEFAULT_RECURRENT_GAIN))
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+
+    @property
+    def uses_memory(self):
+        """False when ``fast_learning_rate == 0``: the cell is then a plain RNN-LN."""
+        return self.fast_learning_rate > 0.0
+
+    @property
+    def memory_size(self):
+        """Flattened size of the memory state (0 without memory)."""
+        if not self.uses_memory:
+            return 0
+        if self.implementation == "explicit":
+            return self.units * self.units
+        return self.max_length * self.units
+
+    @property
+    def state_size(self):
+        if not self.uses_memory:
+            return [self.units]
+        return [self.units, self.memory_size]
+
+    @property
+    def output_size(self):
+        return self.units
+
+    def build(self, input_shape):
+        if len(input_shape) != 2:
+            raise ValueError(
+                "FastWeightsCell expects the input of one time step with shape "
+                f"[batch, features] (rank 2; wrap the cell in keras.layers.RNN for "
+                f"[batch, time, features]), got shape {tuple(input_shape)}")
+        features = input_shape[-1]
+        if features is None:
+            raise ValueError("the feature axis of the FastWeightsCell input must be known")
+        self.kernel = self.add_weight(
+            name="kernel", shape=(features, self.units), initializer=self.kernel_initializer)
+        self.recurrent_kernel = self.add_weight(
+            name="recurrent_kernel", shape=(self.units, self.units),
+            initializer=self.recurrent_initializer)
+        self.bias = self.add_weight(
+            name="bias", shape=(self.units,), initializer=self.bias_initializer)
+        if self.layer_norm:
+            self.ln_gain = self.add_weight(name="ln_gain", shape=(self.units,),
+                                           initializer="ones")
+            self.ln_bias = self.add_weight(name="ln_bias", shape=(self.units,),
+                                           initializer="zeros")
+
+    def _normalise_activate(self, z):
+        """f(LN(z)) in float32."""
+        if self.layer_norm:
+            z = layer_norm(z, self.ln_gain, self.ln_bias, self.epsilon)
+        return self.activation(z)
+
+    def call(self, inputs, states, training=None):
+        del training  # no dropout
+        hidden = states[0]
+        boundary = (ops.matmul(inputs, self.kernel) + ops.matmul(hidden, self.recurrent_kernel)
+                    + self.bias)
+        boundary = ops.cast(boundary, "float32")
+        h_s = self._normalise_activate(boundary)
+        if not self.uses_memory:
+            h_new = ops.cast(h_s, self.compute_dtype)
+            return h_new, [h_new]
+
+        hidden32 = ops.cast(hidden, "float32")
+        memory = ops.cast(states[1], "float32")
+        if self.implementation == "explicit":
+            fast_weights = ops.reshape(memory, (-1, self.units, self.units))
+            fast_weights = update_fast_weights(fast_weights, hidden32, self.decay,
+                                               self.fast_learning_rate)
+            for _ in range(self.inner_steps):
+                h_s = self._normalise_activate(
+                    boundary + apply_fast_weights(fast_weights, h_s))
+            memory = ops.reshape(fast_weights, (-1, self.memory_size))
+        else:
+            history = ops.reshape(memory, (-1, self.max_length, self.units))
+            history = push_history(history, hidden32)
+            weights = history_weights(self.max_length, self.decay, self.fast_learning_rate)
+            for _ in range(self.inner_steps):
+                h_s = self._normalise_activate(boundary + attend_history(history, h_s, weights))
+            memory = ops.reshape(history, (-1, self.memory_size))
+        h_new = ops.cast(h_s, self.compute_dtype)
+        return h_new, [h_new, ops.cast(memory, self.compute_dtype)]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "units": self.units,
+            "decay": self.decay,
+            "fast_learning_rate": self.fast_learning_rate,
+            "inner_steps": self.inner_steps,
+            "implementation": self.implementation,
+            "max_length": self.max_length,
+            "layer_norm": self.layer_norm,
+            "activation": keras.activations.serialize(self.activation),
+            "epsilon": self.epsilon,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
+            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+        })
+        return config
+
+
+FastWeightsRNNLN = FastWeightsCell
+"""The paper's name for the model ("RNN-LN-FW"); the same class as `FastWeightsCell`."""
