@@ -9,5 +9,7 @@ from pagi_rsm.layers.sparse_weights import SparseConv2D, SparseDense  # noqa: E4
 __all__ += ["SparseDense", "SparseConv2D"]
 from pagi_rsm.layers.k_winners import KWinners, KWinners2D  # noqa: E402
 __all__ += ["KWinners", "KWinners2D"]
+from pagi_rsm.layers.rsm_cell import RSMCell  # noqa: E402
+__all__ += ["RSMCell"]
 from pagi_rsm.layers.fast_weights import FastWeightsCell, FastWeightsRNNLN  # noqa: E402
 __all__ += ["FastWeightsCell", "FastWeightsRNNLN"]

@@ -42,6 +42,11 @@ class Entry:
         return rng.standard_normal((b,) + tuple(self.input_shape)).astype("float32")
 
 
+def _uniform(shape):
+    """Inputs in [0, 1) (non-negative like pixel intensities)."""
+    return lambda rng, b: rng.uniform(size=(b,) + tuple(shape))
+
+
 def _pagi():
     import pagi_rsm.layers as layers
     return layers
@@ -54,6 +59,16 @@ def _small_integers(shape):
 
 # Add one entry per layer configuration worth checking (e.g. both `local` modes of KWinners2D).
 ENTRIES = [
+    # --- recurrent sparse memory (pagi_rsm/layers/rsm_cell.py) ---
+    Entry("rsm_cell_trace",
+          lambda: _pagi().RSMCell(groups=6, cells_per_group=3, sparsity=2, inhibition_decay=0.8,
+                                  recurrent_decay=0.5, output_decoding=True),
+          input_shape=(5, 4), rnn=True, make_inputs=_uniform((5, 4))),
+    Entry("rsm_cell_boost_feedback_reset",
+          lambda: _pagi().RSMCell(groups=6, cells_per_group=2, sparsity=3, boost_factor=1.0,
+                                  feedback_units=3, reset_input=True, output_decoding=True,
+                                  use_recurrent_bias=True),
+          input_shape=(5, 4 + 1 + 3), rnn=True, make_inputs=_uniform((5, 8))),
     # --- fast weights (pagi_rsm/layers/fast_weights.py) ---
     Entry("fast_weights_explicit",
           lambda: _pagi().FastWeightsCell(6, implementation="explicit", inner_steps=2),
