@@ -1,0 +1,130 @@
+"""Associative-retrieval data: format, determinism, splits, encoding, tf.data pipeline."""
+import numpy as np
+import pytest
+
+from pagi_rsm.datasets import associative_retrieval as ar
+
+
+def _check_rows(tokens, targets, pairs):
+    """Hand check of every row: distinct letter keys, digit values, '??', a key as query."""
+    assert tokens.shape == (len(targets), 2 * pairs + 3)
+    for row, target in zip(tokens, targets):
+        text = ar.decode(row)
+        keys, values = text[0:2 * pairs:2], text[1:2 * pairs:2]
+        assert all(k.isalpha() for k in keys) and len(set(keys)) == pairs, text
+        assert all(v.isdigit() for v in values), text
+        assert text[2 * pairs:2 * pairs + 2] == "??", text
+        query = text[-1]
+        assert query in keys, text
+        assert values[keys.index(query)] == str(target), text
+
+
+@pytest.mark.parametrize("pairs", [1, 3, 4, 26])
+def test_generate_format(pairs):
+    tokens, targets = ar.generate(500, pairs=pairs, seed=3)
+    assert tokens.dtype == np.int32 and targets.dtype == np.int32
+    assert ar.sequence_length(pairs) == 2 * pairs + 3
+    _check_rows(tokens, targets, pairs)
+
+
+def test_paper_example_round_trip():
+    tokens = ar.encode("c9k8j3f1??c")
+    assert tokens.tolist() == [2, 35, 10, 34, 9, 29, 5, 27, 36, 36, 2]
+    assert ar.decode(tokens) == "c9k8j3f1??c"
+    assert ar.decode(ar.one_hot(tokens)) == "c9k8j3f1??c"
+    assert ar.decode(ar.encode(["a1??a", "b2??b"])) == ["a1??a", "b2??b"]
+    assert ar.decode_target(9) == "9"
+    with pytest.raises(ValueError, match="symbol 'C'"):
+        ar.encode("C9??C")
+
+
+def test_distributions_are_uniform():
+    tokens, targets = ar.generate(40_000, pairs=4, seed=1)
+    # Targets: 10 digits, each ~10%.
+    counts = np.bincount(targets, minlength=10) / len(targets)
+    np.testing.assert_allclose(counts, 0.1, atol=0.01)
+    # The query picks each of the 4 positions ~25% of the time.
+    positions = (tokens[:, 0:8:2] == tokens[:, -1:]).argmax(1)
+    np.testing.assert_allclose(np.bincount(positions, minlength=4) / len(tokens), 0.25,
+                               atol=0.015)
+    # Keys: every letter ~equally likely at the first position.
+    letters = np.bincount(tokens[:, 0], minlength=26) / len(tokens)
+    np.testing.assert_allclose(letters, 1 / 26, atol=0.006)
+    # Values are drawn with replacement: repeated digits occur (P(all distinct) = 0.504).
+    values = tokens[:, 1:8:2]
+    repeated = np.mean([len(set(v)) < 4 for v in values[:2000]])
+    assert 0.4 < repeated < 0.6
+
+
+def test_one_hot():
+    tokens, _ = ar.generate(4, seed=0)
+    x = ar.one_hot(tokens)
+    assert x.shape == (4, 11, 37) and x.dtype == np.float32
+    np.testing.assert_array_equal(x.sum(-1), 1.0)
+    np.testing.assert_array_equal(x.argmax(-1), tokens)
+
+
+def test_splits_deterministic_and_sized():
+    a = ar.load_splits(pairs=4, seed=7, train_size=1000, validation_size=200, test_size=300)
+    b = ar.load_splits(pairs=4, seed=7, train_size=1000, validation_size=200, test_size=300)
+    assert {k: len(v[0]) for k, v in a.items()} == {"train": 1000, "validation": 200,
+                                                   "test": 300}
+    for name in a:
+        np.testing.assert_array_equal(a[name][0], b[name][0])
+        np.testing.assert_array_equal(a[name][1], b[name][1])
+        _check_rows(*a[name], pairs=4)
+    # Independent streams: the splits differ, and one split's size does not move another.
+    assert not np.array_equal(a["train"][0][:200], a["validation"][0])
+    c = ar.load_splits(pairs=4, seed=7, train_size=50, validation_size=200, test_size=300)
+    np.testing.assert_array_equal(c["test"][0], a["test"][0])
+    d = ar.load_splits(pairs=4, seed=8, train_size=1000, validation_size=200, test_size=300)
+    assert not np.array_equal(d["train"][0], a["train"][0])
+
+
+def test_default_split_sizes_and_overlap():
+    splits = ar.load_splits()
+    assert {k: len(v[0]) for k, v in splits.items()} == ar.SPLIT_SIZES == {
+        "train": 100_000, "validation": 10_000, "test": 20_000}
+    # Documented: K=4 splits are not de-duplicated but essentially never collide.
+    assert ar.overlap_fraction(splits["train"][0], splits["test"][0]) < 1e-3
+    assert ar.overlap_fraction(splits["train"][0], splits["train"][0][:10]) == 1.0
+    # K=1 has only 260 distinct sequences: the test split is all seen in training.
+    small = ar.load_splits(pairs=1, seed=0, train_size=5000, validation_size=10, test_size=100)
+    assert ar.overlap_fraction(small["train"][0], small["test"][0]) == 1.0
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(size=10, pairs=27), r"pairs must be an integer in \[1, 26\]"),
+    (dict(size=10, pairs=0), r"pairs must be an integer in \[1, 26\]"),
+    (dict(size=0), "size must be an integer >= 1"),
+    (dict(size=-3), "size must be an integer >= 1"),
+])
+def test_generate_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ar.generate(**kwargs)
+
+
+@pytest.mark.parametrize("name", ["train_size", "validation_size", "test_size"])
+def test_split_size_validation(name):
+    with pytest.raises(ValueError, match=f"{name} must be an integer >= 1"):
+        ar.load_splits(**{name: 0})
+
+
+def test_tf_dataset():
+    tokens, targets = ar.generate(10, seed=2)
+    ds = ar.make_tf_dataset(tokens, targets, batch_size=4)
+    batches = list(ds.as_numpy_iterator())
+    assert [b[0].shape for b in batches] == [(4, 11, 37), (4, 11, 37), (2, 11, 37)]
+    x = np.concatenate([b[0] for b in batches])
+    y = np.concatenate([b[1] for b in batches])
+    np.testing.assert_array_equal(x, ar.one_hot(tokens))
+    np.testing.assert_array_equal(y, targets)
+    shuffled = ar.make_tf_dataset(tokens, targets, 4, shuffle=True, seed=1, repeat=True,
+                                  drop_remainder=True)
+    xs, ys = next(iter(shuffled.take(1).as_numpy_iterator()))
+    assert xs.shape == (4, 11, 37)
+    for row, target in zip(xs.argmax(-1), ys):  # pairs stay aligned after shuffling
+        i = int(np.flatnonzero((tokens == row).all(1))[0])
+        assert targets[i] == target
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        ar.make_tf_dataset(tokens, targets, 0)
