@@ -1,0 +1,53 @@
+"""Save a `tf.train.CheckpointManager` every N training batches."""
+from absl import logging
+import keras
+
+
+class PeriodicCheckpoint(keras.callbacks.Callback):
+    """Saves `manager` every `interval` batches of the run (as counted by `clock`).
+
+    The checkpoint number is the run's batch number, so ``ckpt-1200`` holds the state after 1200
+    batches. If `guard` (a `NaNGuard`) has tripped, nothing more is saved: the last good
+    checkpoint stays the latest.
+
+    Args:
+      manager: a `tf.train.CheckpointManager`.
+      clock: the run's `RunClock` (must come earlier in the callback list).
+      interval: batches between saves; 0 saves nothing here (call `save` at the end yourself).
+      guard: optional `NaNGuard`.
+      before_save: optional callable(batch) run just before each save (e.g. to store the batch
+        number in a checkpointed variable).
+
+    Example:
+      >>> manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), "ckpts", 3)
+      >>> model.fit(ds, steps_per_epoch=100, epochs=5,
+      ...           callbacks=[clock, PeriodicCheckpoint(manager, clock, 100)])
+    """
+
+    def __init__(self, manager, clock, interval, guard=None, before_save=None):
+        super().__init__()
+        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 0:
+            raise ValueError(f"interval must be an integer >= 0, got {interval!r}")
+        self.manager = manager
+        self.clock = clock
+        self.interval = interval
+        self.guard = guard
+        self.before_save = before_save
+        self.last_saved_batch = None
+
+    def save(self):
+        """Saves now (unless the guard tripped or this batch is saved); returns the path or None."""
+        if self.guard is not None and self.guard.tripped:
+            return None
+        if self.last_saved_batch == self.clock.batch:
+            return self.manager.latest_checkpoint
+        if self.before_save is not None:
+            self.before_save(self.clock.batch)
+        path = self.manager.save(checkpoint_number=self.clock.batch)
+        self.last_saved_batch = self.clock.batch
+        logging.info("saved checkpoint %s", path)
+        return path
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.interval and self.clock.batch % self.interval == 0:
+            self.save()

@@ -1,0 +1,276 @@
+"""The `pagi` command: run, show and list pagi-rsm experiments.
+
+    pagi run --workflow=grammar                       # the main job: embedded Reber grammar
+    pagi run --definition=definitions/grammar/embedded_reber.yaml --batches=2000
+    pagi show --definition=FILE --hparams_override='{cells_per_group: 4}'
+    pagi list
+
+Options come from three places; later ones win: the classes' defaults, the definition file,
+the flags. `pagi show` prints the result without running anything. A bad definition (unknown
+key, wrong type, missing file, unknown workflow) prints one error line naming the file, the key
+and the accepted keys, and exits with status 2 before anything starts.
+
+Exit status: 0 success (batch limit or target reached), 2 bad definition or flags, 3 a loss
+became NaN (the last good checkpoint is kept), 4 the dataset ended early.
+"""
+import os
+import sys
+import textwrap
+
+from absl import flags
+from absl import logging
+
+from pagi_rsm import definitions
+from pagi_rsm import registry
+
+FLAGS = flags.FlagValues()
+
+flags.DEFINE_string("definition", None,
+                    "Experiment definition file (YAML or JSON; see definitions/). Optional: "
+                    "without it the workflow's defaults are used.", flag_values=FLAGS)
+flags.DEFINE_string("workflow", None,
+                    "Workflow to run: a registered name (see `pagi list`), or a dotted path to "
+                    "your own Workflow subclass, e.g. my_project.workflows.MyWorkflow. "
+                    "Overrides experiment-options.workflow.", flag_values=FLAGS)
+flags.DEFINE_string("hparams_override", None,
+                    "Component hyperparameters as a YAML/JSON mapping, e.g. "
+                    "'{cells_per_group: 4, inhibition_decay: 0.9}'. Overrides the file.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("workflow_options", None,
+                    "Workflow options as a YAML/JSON mapping, e.g. '{checkpoint_interval: 200}'. "
+                    "Overrides the file.", flag_values=FLAGS)
+flags.DEFINE_integer("batches", None, "Number of training batches (the run's limit).",
+                     lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("seed", None, "Random seed (data, initialisation, dropout).",
+                     lower_bound=0, flag_values=FLAGS)
+flags.DEFINE_string("summary_dir", None,
+                    "Directory for TensorBoard summaries and results.json. Default: "
+                    "runs/<workflow>-<date-time>, or the earlier run's when resuming.",
+                    flag_values=FLAGS)
+flags.DEFINE_string("checkpoint", None,
+                    "Checkpoint directory. If it holds checkpoints the run resumes from the "
+                    "latest one; otherwise checkpoints are written there. Default: "
+                    "<summary_dir>/checkpoints.", flag_values=FLAGS)
+flags.DEFINE_enum("jit_compile", None, definitions.JIT_COMPILE_CHOICES,
+                  "XLA-compile the training step. auto (the default) = only on GPU/TPU.",
+                  flag_values=FLAGS)
+flags.DEFINE_enum("distribution", None, definitions.DISTRIBUTION_CHOICES,
+                  "tf.distribute strategy: default (one device), mirrored (all GPUs, or all "
+                  "logical CPUs), multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG).",
+                  flag_values=FLAGS)
+flags.DEFINE_boolean("deterministic", None,
+                     "TensorFlow op determinism (default on): the same seed gives the same "
+                     "metrics.", flag_values=FLAGS)
+flags.DEFINE_integer("logical_cpus", 0,
+                     "Split the CPU into this many logical devices (to try "
+                     "--distribution=mirrored on a machine without GPUs). 0 = leave as is.",
+                     lower_bound=0, flag_values=FLAGS)
+flags.DEFINE_enum("verbosity", "info", ["debug", "info", "warning", "error"],
+                  "How much the run logs (absl logging).", flag_values=FLAGS)
+
+RUN_FLAGS = ("definition", "workflow", "hparams_override", "workflow_options", "batches", "seed",
+             "summary_dir", "checkpoint", "jit_compile", "distribution", "deterministic",
+             "logical_cpus", "verbosity")
+SHOW_FLAGS = ("definition", "workflow", "hparams_override", "workflow_options", "batches", "seed",
+              "summary_dir", "checkpoint", "jit_compile", "distribution", "deterministic")
+EXPERIMENT_FLAGS = ("batches", "seed", "summary_dir", "checkpoint", "jit_compile",
+                    "distribution", "deterministic")
+
+EXIT_OK, EXIT_USAGE = 0, 2
+
+MAIN_HELP = """\
+pagi - run pagi-rsm experiments: Recurrent Sparse Memory, k-winners, fast weights.
+
+Usage:
+  pagi run  [--workflow=NAME] [--definition=FILE] [flags]   train one experiment (or a sweep)
+  pagi show [--workflow=NAME] [--definition=FILE] [flags]   print the resolved options; run nothing
+  pagi list                                                 workflows, components, datasets
+
+The main job (embedded Reber grammar, the paper's values, no download needed):
+  pagi run --workflow=grammar
+
+Watch any run in TensorBoard (scalars, images, histograms, HParams, the definition):
+  tensorboard --logdir runs --host 127.0.0.1
+
+`pagi run --help` lists the flags of a run. Definitions: see the definitions/ folder."""
+
+RUN_HELP = """\
+pagi run - train a workflow on its dataset and component, with summaries and checkpoints.
+
+Usage:
+  pagi run --workflow=NAME [--definition=FILE] [flags]
+  pagi run --definition=FILE [flags]          (the file names the workflow)
+
+Where options come from (later wins): the classes' defaults < the definition file <
+a parameter-sweeps combination < these flags. See them with `pagi show` first.
+
+Examples:
+  pagi run --workflow=grammar
+  pagi run --definition=definitions/grammar/embedded_reber.yaml --batches=500 --seed=3
+  pagi run --workflow=grammar --hparams_override='{cells_per_group: 4}' --summary_dir=runs/c4
+  pagi run --workflow=grammar --checkpoint=runs/c4/checkpoints     (resume after a kill)
+
+A run writes to its summary directory: TensorBoard events, results.json, definition.yaml,
+and checkpoints/ (every checkpoint_interval batches). A definition with parameter-sweeps runs
+each combination in its own sub-directory (trial_000, trial_001, ...).
+
+Exit status: 0 done, 2 bad definition or flags (nothing started), 3 a loss became NaN,
+4 the dataset ended early.
+
+Flags:"""
+
+SHOW_HELP = """\
+pagi show - print the fully resolved options (defaults < file < flags) as a definition; runs
+nothing. The output is itself a valid definition file.
+
+Usage:
+  pagi show --workflow=NAME [--definition=FILE] [flags]
+
+Flags:"""
+
+LIST_HELP = """\
+pagi list - the registered workflows, components and datasets, one line each.
+
+Usage:
+  pagi list"""
+
+
+def _flag_help(names):
+    lines = []
+    for name in names:
+        flag = FLAGS[name]
+        default = "" if flag.default is None else f" (default: {flag.default})"
+        lines.append(f"  --{name}")
+        if flag.flag_type() == "bool":
+            lines[-1] = f"  --[no]{name}"
+        elif hasattr(flag.parser, "enum_values") and flag.parser.enum_values:
+            lines[-1] += "=" + "|".join(flag.parser.enum_values)
+        text = flag.help
+        if text.startswith("<") and ">: " in text:  # absl prefixes enum help with the choices
+            text = text.split(">: ", 1)[1]
+        lines.extend(textwrap.wrap(text + default, width=92, initial_indent="      ",
+                                   subsequent_indent="      "))
+    return "\n".join(lines)
+
+
+def help_text(command=None):
+    """The help shown by `pagi --help` or `pagi <command> --help`."""
+    if command == "run":
+        return RUN_HELP + "\n" + _flag_help(RUN_FLAGS)
+    if command == "show":
+        return SHOW_HELP + "\n" + _flag_help(SHOW_FLAGS)
+    if command == "list":
+        return LIST_HELP
+    return MAIN_HELP
+
+
+class UsageError(Exception):
+    """Bad command-line usage (exit status 2)."""
+
+
+def _error(message):
+    print(f"pagi: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _resolve_from_flags():
+    definition, source = None, None
+    if FLAGS.definition:
+        definition = definitions.load(FLAGS.definition)
+        source = FLAGS.definition
+    experiment = {name: FLAGS[name].value for name in EXPERIMENT_FLAGS
+                  if FLAGS[name].value is not None}
+    return definitions.resolve(
+        definition, source=source, workflow=FLAGS.workflow, experiment_overrides=experiment,
+        hparams_overrides=definitions.parse_override(FLAGS.hparams_override,
+                                                     "--hparams_override"),
+        workflow_option_overrides=definitions.parse_override(FLAGS.workflow_options,
+                                                             "--workflow_options"))
+
+
+def command_list():
+    kinds = {"workflow": "Workflows (pagi run --workflow=NAME)",
+             "component": "Components (experiment-options.component)",
+             "dataset": "Datasets (experiment-options.dataset)"}
+    entries = registry.describe()
+    width = max((len(name) for _, name, _ in entries), default=10) + 2
+    for kind in registry.KINDS:
+        print(kinds[kind] + ":")
+        for k, name, purpose in entries:
+            if k == kind:
+                print(f"  {name.ljust(width)}{purpose}")
+        print()
+    print("Your own classes work too: give a dotted path, e.g. "
+          "--workflow=my_project.workflows.MyWorkflow")
+    return EXIT_OK
+
+
+def command_show():
+    configs = _resolve_from_flags()
+    for config in configs:
+        if config.trial is not None:
+            print(f"# {config.trial}: {config.trial_values}")
+        else:
+            print(f"# resolved from: class defaults < {config.source} < flags")
+        print(config.to_yaml())
+    if len(configs) > 1:
+        print(f"# parameter sweep: {len(configs)} runs")
+    return EXIT_OK
+
+
+def command_run():
+    from pagi_rsm import runtime
+    if FLAGS.logical_cpus:  # before anything initialises TensorFlow's runtime
+        try:
+            runtime.configure_logical_cpus(FLAGS.logical_cpus)
+        except ValueError as e:
+            raise UsageError(f"--logical_cpus: {e}") from None
+    configs = _resolve_from_flags()  # raises DefinitionError before anything starts
+    from pagi_rsm.workflows.workflow import STATUS_EXIT_CODES, run_all
+    results = run_all(configs)
+    return max(STATUS_EXIT_CODES.get(r["status"], 1) for r in results)
+
+
+COMMANDS = {"run": command_run, "show": command_show, "list": command_list}
+
+
+def main(argv=None):
+    """Entry point of the `pagi` console script. Returns the exit status."""
+    argv = list(sys.argv if argv is None else argv)
+    args = argv[1:]
+    command = next((a for a in args if not a.startswith("-")), None)
+    if any(a in ("-h", "--help", "-help", "--helpfull", "--helpshort") for a in args):
+        if command is not None and command not in COMMANDS:
+            return _error(f"unknown command {command!r}; commands: {', '.join(COMMANDS)}")
+        print(help_text(command))
+        return EXIT_OK
+    FLAGS.unparse_flags()
+    try:
+        rest = FLAGS([argv[0]] + args)
+    except flags.Error as e:
+        return _error(f"{e}\nSee `pagi {command or ''} --help`.".replace("  ", " "))
+    positional = rest[1:]
+    if not positional:
+        print(help_text(), file=sys.stderr)
+        return EXIT_USAGE
+    command = positional[0]
+    if command not in COMMANDS:
+        return _error(f"unknown command {command!r}; commands: {', '.join(COMMANDS)} "
+                      f"(see pagi --help)")
+    if len(positional) > 1:
+        return _error(f"unexpected argument(s) {' '.join(positional[1:])!r}; options are "
+                      f"flags such as --batches=100 (see pagi {command} --help)")
+    if not flags.FLAGS.is_parsed():  # absl's own flags (logging): defaults
+        flags.FLAGS([argv[0]])
+    logging.set_verbosity(FLAGS.verbosity)
+    logging.use_absl_handler()
+    try:
+        return COMMANDS[command]()
+    except definitions.DefinitionError as e:
+        return _error(str(e))
+    except (registry.NameNotFoundError, UsageError) as e:
+        return _error(str(e))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Registered workflows, components and datasets, and dotted-path lookup for user classes.
+
+A definition or the command line names a workflow, a component and a dataset. Each name is
+either a short registered name (``grammar``, ``sequence_memory_stack``) or a dotted path to an
+object of the user's own (``my_project.workflows.MyWorkflow`` or ``my_project.workflows:MyWorkflow``).
+Dotted paths are imported with the current working directory on ``sys.path``, as pagi did, so a
+user can keep a workflow module next to their definitions without installing it.
+
+Registered entries are import strings, resolved only when used: ``pagi list`` imports nothing
+heavy, and a part that is missing or broken fails only the runs that use it.
+
+Example:
+
+```python
+from pagi_rsm import registry
+cls = registry.lookup("workflow", "grammar")            # pagi_rsm.workflows.grammar.GrammarWorkflow
+for kind, name, purpose in registry.describe():
+    print(kind, name, purpose)
+```
+"""
+import dataclasses
+import importlib
+import os
+import sys
+
+KINDS = ("workflow", "component", "dataset")
+
+
+class NameNotFoundError(LookupError):
+    """A name that is neither registered nor an importable dotted path."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Registered:
+    """One registered object.
+
+    Attributes:
+      kind: one of ``KINDS``.
+      name: the short name used in definitions and on the command line.
+      target: ``"package.module:attribute"`` import string.
+      purpose: one line shown by ``pagi list``.
+    """
+    kind: str
+    name: str
+    target: str
+    purpose: str
+
+
+_REGISTRY = {kind: {} for kind in KINDS}
+
+
+def register(kind, name, target, purpose):
+    """Registers `target` ("module:attribute") under the short `name` of `kind`.
+
+    Raises:
+      ValueError: unknown `kind`, a `name` already registered to another target, or a target
+        without ``:``.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if ":" not in target:
+        raise ValueError(f"target must look like 'package.module:attribute', got {target!r}")
+    known = _REGISTRY[kind].get(name)
+    if known is not None and known.target != target:
+        raise ValueError(f"{kind} {name!r} is already registered to {known.target}")
+    _REGISTRY[kind][name] = Registered(kind, name, target, purpose)
+
+
+def names(kind):
+    """Sorted short names registered for `kind`."""
+    return sorted(_REGISTRY[kind])
+
+
+def describe():
+    """``(kind, name, purpose)`` for every registered entry, grouped by kind, sorted by name."""
+    return [(kind, r.name, r.purpose) for kind in KINDS for r in
+            sorted(_REGISTRY[kind].values(), key=lambda r: r.name)]
+
+
+def _import_attribute(module_name, attribute, what):
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        # Only a missing *named* module is "not found"; an import error inside it is a real bug.
+        if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
+            raise NameNotFoundError(f"{what}: module {module_name!r} not found") from None
+        raise
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise NameNotFoundError(
+            f"{what}: module {module_name!r} has no attribute {attribute!r}") from None
+
+
+def lookup(kind, name):
+    """Returns the object registered as `name`, or imported from the dotted path `name`.
+
+    Args:
+      kind: one of ``KINDS``.
+      name: a registered short name, ``"package.module.Attribute"`` or
+        ``"package.module:Attribute"``.
+
+    Raises:
+      NameNotFoundError (a LookupError): `name` is not registered and not importable; the
+        message lists the registered names.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if not isinstance(name, str) or not name:
+        raise NameNotFoundError(f"{kind} name must be a non-empty string, got {name!r}")
+    entry = _REGISTRY[kind].get(name)
+    if entry is not None:
+        module_name, attribute = entry.target.split(":", 1)
+        return _import_attribute(module_name, attribute, f"registered {kind} {name!r}")
+    if ":" in name:
+        module_name, attribute = name.split(":", 1)
+    elif "." in name:
+        module_name, attribute = name.rsplit(".", 1)
+    else:
+        raise NameNotFoundError(
+            f"unknown {kind} {name!r}; registered {kind}s: {', '.join(names(kind)) or '(none)'}; "
+            f"or give a dotted path such as my_package.my_module.MyClass")
+    return _import_attribute(module_name, attribute, f"{kind} {name!r}")
+
+
+# --- Registered entries -------------------------------------------------------------------------
+# One line per entry. Purposes are shown by `pagi list`; keep them to one short line.
+
+register("workflow", "grammar", "pagi_rsm.workflows.grammar:GrammarWorkflow",
+         "Embedded Reber grammar on MNIST glyphs: RSM predicts the next symbol (paper main job)")
+
+register("component", "sequence_memory_stack",
+         "pagi_rsm.components.sequence_memory_stack:SequenceMemoryStack",
+         "RSM layers + predictor with local, immediate learning in its own train_step")
+
+register("dataset", "grammar", "pagi_rsm.datasets.grammar:make_grammar_dataset",
+         "Generated grammar strings (embedded Reber by default) rendered as MNIST glyphs, "
+         "B parallel streams")

@@ -1,0 +1,142 @@
+"""Run-time set-up shared by workflows: seeds and determinism, XLA, tf.distribute, versions.
+
+Reproducibility. The same seed gives the same metrics when three things hold, and
+`seed_everything` does all three:
+
+1. `keras.utils.set_random_seed(seed)` seeds Python's `random`, NumPy and TensorFlow's global
+   generator (and so Keras initialisers and `keras.random` seed generators created afterwards);
+2. `tf.config.experimental.enable_op_determinism()` makes ops choose deterministic kernels (and
+   `tf.data` keep its order), so reductions are summed in the same order every time;
+3. the data pipeline draws its randomness from the seed (the datasets of this package do).
+
+Op determinism is process-wide and cannot be switched off by a public API; it costs little on
+CPU. Runs on different hardware, thread counts or TensorFlow versions may still differ in the
+last bits.
+
+Distribution. `make_strategy("mirrored")` mirrors the model on every GPU, or on every logical CPU
+device when there is no GPU (configure several with `configure_logical_cpus` to test on a CPU).
+`make_strategy("multi_worker")` builds `tf.distribute.MultiWorkerMirroredStrategy`, which reads
+the cluster from the `TF_CONFIG` environment variable; see the README ("Running on a cluster").
+"""
+import datetime
+import json
+import os
+import platform
+import sys
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+
+
+def configure_logical_cpus(count):
+    """Splits the first physical CPU into `count` logical devices (call before TF runs anything).
+
+    Raises:
+      ValueError: `count` < 1, or TensorFlow's runtime is already initialised.
+    """
+    import tensorflow as tf
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError as e:
+        if len(tf.config.list_logical_devices("CPU")) == count:
+            return
+        raise ValueError(f"cannot create {count} logical CPU devices: TensorFlow is already "
+                         f"initialised ({e})") from None
+
+
+def seed_everything(seed, deterministic=True):
+    """Seeds Python, NumPy, TensorFlow and Keras; optionally enables TF op determinism."""
+    import keras
+    import tensorflow as tf
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def has_accelerator():
+    """True when TensorFlow sees a GPU or TPU."""
+    import tensorflow as tf
+    return any(d.device_type in ("GPU", "TPU") for d in tf.config.list_physical_devices())
+
+
+def resolve_jit_compile(value):
+    """Maps the `jit_compile` option ("auto", "true", "false" or a bool) to a bool.
+
+    "auto" means XLA on GPU/TPU only: on a CPU, XLA compilation of these small recurrent steps
+    costs more than it saves.
+    """
+    if isinstance(value, bool):
+        return value
+    if value == "auto":
+        return has_accelerator()
+    if value in ("true", "false"):
+        return value == "true"
+    raise ValueError(f"jit_compile must be one of auto, true, false, got {value!r}")
+
+
+def make_strategy(kind):
+    """Returns the tf.distribute strategy for `kind` in `STRATEGIES`."""
+    import tensorflow as tf
+    if kind == "default":
+        return tf.distribute.get_strategy()
+    if kind == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if kind == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("distribution=multi_worker needs the TF_CONFIG environment "
+                             "variable describing the cluster (see the README)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"distribution must be one of {', '.join(STRATEGIES)}, got {kind!r}")
+
+
+def task_info():
+    """(task_type, task_index) of this process from TF_CONFIG, or (None, 0) without one."""
+    try:
+        task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
+    except json.JSONDecodeError:
+        return None, 0
+    return task.get("type"), int(task.get("index", 0))
+
+
+def is_chief():
+    """True for the process that writes summaries, checkpoints and results.
+
+    That is every single-process run, the `chief` task of a cluster, or worker 0 of a cluster
+    without a chief (the convention of MultiWorkerMirroredStrategy).
+    """
+    task_type, index = task_info()
+    if task_type is None or task_type == "chief":
+        return True
+    if task_type == "worker" and index == 0:
+        try:
+            cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+        except json.JSONDecodeError:
+            cluster = {}
+        return "chief" not in cluster
+    return False
+
+
+def versions():
+    """Versions of everything that changes the numbers of a run."""
+    import keras
+    import numpy
+    import tensorflow as tf
+    import pagi_rsm
+    return {
+        "pagi_rsm": pagi_rsm.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+
+
+def timestamp():
+    """Local time as YYYYmmdd-HHMMSS, for default run directory names."""
+    return datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

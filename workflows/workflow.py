@@ -1,0 +1,607 @@
+"""The Workflow base class: the recipe every pagi-rsm experiment follows.
+
+A workflow builds the dataset and the component from resolved options, trains the component
+through `model.fit` (the streams continue across batches: their state lives in model variables),
+evaluates, and reports. `Workflow.run` is that recipe, step for step:
+
+```python
+def run(self):
+    self.setup()                                   # seed, strategy, directories, summary writer
+    start = self.resume_point()                    # batch of the latest checkpoint, else 0
+    dataset = self.build_dataset(start_batch=start)
+    model = self.build_component(dataset)          # built + compiled under the strategy
+    self.restore(model)                            # weights, stream state, optimizer state
+    training = self.train(model, dataset, start)   # model.fit with the run's callbacks
+    evaluation = self.evaluate(model, training)
+    return self.report(training, evaluation)       # results.json + one-screen summary
+```
+
+Components: built as ``component_class(**hparams)`` under the strategy's scope, then (if not yet
+built) ``model.build(shapes)`` with the dataset's element shapes (a dict such as
+``{"inputs": [B, T, D], "labels": [B, T], ...}``), then ``model.compile(jit_compile=...)``.
+
+What a run reports:
+
+- TensorBoard (in ``summary_dir``): every logged metric as the scalar ``train/<name>`` each
+  batch; every `image_interval` batches a histogram of every weight (``weights/<path>``) and the
+  component's own images/histograms (its optional ``write_summaries(step, batch)`` hook); the
+  resolved definition as the text ``definition``; HParams (the swept values in a sweep).
+- A progress line with the headline metric (`headline_metric`).
+- ``results.json`` in ``summary_dir`` (status, headline metric, final metrics, options,
+  versions, wall time) and a final one-screen summary.
+- Checkpoints (``tf.train.CheckpointManager``) every `checkpoint_interval` batches and at the
+  end, holding the component's variables (stream state included), its optimizers and the run's
+  batch counter. A run started again with the same ``checkpoint`` directory resumes from the
+  latest checkpoint and rebuilds its dataset from that batch, so a run killed (even with
+  SIGKILL) and resumed ends with the same metrics as one never interrupted. Keras epochs are
+  checkpoint intervals, so per-epoch metric averages restart exactly where they did.
+- A non-finite loss stops the run with a message naming the loss; no checkpoint is written after
+  it, so the last good one stays the latest. Status "nan", exit code 3 from the CLI.
+
+Subclasses set `headline_metric`, their defaults (`default_experiment_options`,
+`default_options`) and implement `build_dataset`; anything else the recipe does not need to
+show lives in the component or the library.
+
+Example:
+
+```python
+from pagi_rsm import definitions
+[config] = definitions.resolve(workflow="grammar", experiment_overrides={"batches": 100})
+results = config.workflow_class(config).run()
+print(results["headline"])
+```
+"""
+import json
+import math
+import os
+import re
+import tempfile
+import time
+
+from absl import logging
+
+from pagi_rsm import definitions
+from pagi_rsm import runtime
+
+RESULTS_FILE = "results.json"
+RUN_INFO_FILE = "run.json"
+DEFINITION_FILE = "definition.yaml"
+
+STATUS_EXIT_CODES = {"completed": 0, "target_reached": 0, "nan": 3, "dataset_exhausted": 4}
+
+
+def _finite_or_none(value):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _is_int(value, low=0):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+class Workflow:
+    """Base class of pagi-rsm workflows (see the module docstring for what a run does).
+
+    Args:
+      config: a `pagi_rsm.definitions.RunConfig` (from `definitions.resolve`).
+      summary_dir: overrides the summary directory of `config` (used for sweep trials).
+      checkpoint_dir: overrides the checkpoint directory of `config`.
+
+    Class attributes:
+      headline_metric: the logged metric that says how well the run did (shown in the progress
+        line, the summary and results.json).
+      headline_mode: "max" if larger is better, else "min".
+    """
+
+    headline_metric = "loss"
+    headline_mode = "min"
+
+    # --- options ---------------------------------------------------------------------------------
+
+    @classmethod
+    def default_experiment_options(cls):
+        """Defaults of `experiment-options` for this workflow.
+
+        Subclasses add ``component``, ``dataset`` and usually ``hparams_override`` (component
+        hparams that this workflow sets differently from the component's own defaults).
+        """
+        return {"batches": 1000, "seed": 42}
+
+    @classmethod
+    def default_options(cls):
+        """Defaults of `workflow-options` (every key a definition may set, with its type)."""
+        return {
+            # batches between checkpoints; also the length of a Keras epoch. 0: only at the end.
+            "checkpoint_interval": 500,
+            # checkpoints kept on disk
+            "max_to_keep": 3,
+            # batches between scalar summaries
+            "summary_interval": 1,
+            # batches between weight histograms and component images; 0: never
+            "image_interval": 500,
+            # stop early once `stop_metric` reaches `stop_target` (stop_mode max: >=, min: <=)
+            # and holds it over `stop_window` (see pagi_rsm.callbacks.stop_at_target)
+            "stop_metric": "",
+            "stop_target": 0.0,
+            "stop_mode": "max",
+            "stop_window": 0,
+            "stop_window_metric": "",
+            # after training, evaluate on this many further batches of the stream (model.evaluate)
+            "evaluate_batches": 0,
+            # show the progress line
+            "progress": True,
+        }
+
+    @classmethod
+    def check_options(cls, config):
+        """Checks option values (ranges, combinations); raises ValueError naming the option."""
+        options = config.workflow_options
+        for name, low in (("checkpoint_interval", 0), ("max_to_keep", 1),
+                          ("summary_interval", 1), ("image_interval", 0), ("stop_window", 0),
+                          ("evaluate_batches", 0)):
+            if name in options and not _is_int(options[name], low):
+                raise ValueError(f"workflow-options.{name} must be an integer >= {low}, "
+                                 f"got {options[name]!r}")
+        if options.get("stop_mode", "max") not in ("max", "min"):
+            raise ValueError(f"workflow-options.stop_mode must be one of max, min, got "
+                             f"{options['stop_mode']!r}")
+        if options.get("stop_metric") and not math.isfinite(options.get("stop_target", 0.0)):
+            raise ValueError(f"workflow-options.stop_target must be a finite number, got "
+                             f"{options['stop_target']!r}")
+
+    # --- construction ----------------------------------------------------------------------------
+
+    def __init__(self, config, summary_dir=None, checkpoint_dir=None):
+        self.config = config
+        self.options = dict(config.workflow_options)
+        self.summary_dir, self.checkpoint_dir = plan_directories(
+            config, summary_dir=summary_dir, checkpoint_dir=checkpoint_dir)
+        self.is_chief = runtime.is_chief()
+        self.strategy = None
+        self.writer = None
+        self.jit_compile = None
+        self.checkpoint = None
+        self.manager = None
+        self.resumed_from = 0
+        self._run_state = None
+        self._started = None
+        self._wall_base = 0.0  # wall time of the earlier processes of a resumed run
+        self.clock = None
+
+    @property
+    def hparams(self):
+        """The component's resolved hyperparameters."""
+        return self.config.hparams
+
+    @property
+    def batches(self):
+        """The run's batch limit."""
+        return self.config.batches
+
+    # --- the recipe --------------------------------------------------------------------------------
+
+    def run(self):
+        """Runs the workflow: set up, build, (resume,) train, evaluate, report.
+
+        Returns:
+          The results dict also written to ``<summary_dir>/results.json``.
+        """
+        self.setup()
+        start = self.resume_point()
+        dataset = self.build_dataset(start_batch=start)
+        model = self.build_component(dataset)
+        self.restore(model)
+        training = self.train(model, dataset, start)
+        evaluation = self.evaluate(model, training)
+        return self.report(training, evaluation)
+
+    # --- steps -------------------------------------------------------------------------------------
+
+    def setup(self):
+        """Seeds, chooses the strategy and XLA, creates directories and the summary writer."""
+        import keras
+        import tensorflow as tf
+        self._started = time.time()
+        experiment = self.config.experiment
+        # Fresh Keras state: layer names (and so TensorBoard tags) are the same in every run.
+        keras.backend.clear_session()
+        runtime.seed_everything(experiment["seed"], experiment["deterministic"])
+        self.strategy = runtime.make_strategy(experiment["distribution"])
+        self.jit_compile = runtime.resolve_jit_compile(experiment["jit_compile"])
+        if self.is_chief:
+            os.makedirs(self.summary_dir, exist_ok=True)
+            os.makedirs(self.checkpoint_dir, exist_ok=True)
+            with open(os.path.join(self.summary_dir, DEFINITION_FILE), "w",
+                      encoding="utf-8") as f:
+                f.write(self.config.to_yaml())
+            with open(os.path.join(self.checkpoint_dir, RUN_INFO_FILE), "w",
+                      encoding="utf-8") as f:
+                json.dump({"summary_dir": os.path.abspath(self.summary_dir),
+                           "definition": self.config.as_definition()}, f, indent=2)
+            self.writer = tf.summary.create_file_writer(self.summary_dir)
+        else:
+            self.writer = tf.summary.create_noop_writer()
+        logging.info("workflow %s: summaries in %s, checkpoints in %s (distribution=%s, "
+                     "replicas=%d, jit_compile=%s)", experiment["workflow"], self.summary_dir,
+                     self.checkpoint_dir, experiment["distribution"],
+                     self.strategy.num_replicas_in_sync, self.jit_compile)
+
+    def build_component(self, dataset):
+        """Creates, builds (from `dataset`'s element shapes) and compiles the component under
+        the strategy's scope."""
+        import tensorflow as tf
+        with self.strategy.scope():
+            model = self.config.component_class(**self.hparams)
+            if not model.built:
+                model.build(tf.nest.map_structure(lambda s: s.shape.as_list(),
+                                                  dataset.element_spec))
+            self.compile_component(model)
+        return model
+
+    def compile_component(self, model):
+        """Compiles `model`; the base class passes only `jit_compile` (components own optimizers)."""
+        model.compile(jit_compile=self.jit_compile)
+
+    def build_dataset(self, start_batch):
+        """Returns the training `tf.data.Dataset`, starting at batch `start_batch` of the stream.
+
+        The dataset must be deterministic given the seed and `start_batch`: a run resumed at
+        batch i must see exactly the batches an uninterrupted run sees from batch i on.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement build_dataset()")
+
+    def checkpoint_items(self, model):
+        """Trackables to checkpoint: ``model.checkpoint_items()`` if it has one, else the model and
+        its optimizer."""
+        items = getattr(model, "checkpoint_items", None)
+        if callable(items):
+            return dict(items())
+        out = {"model": model}
+        if getattr(model, "optimizer", None) is not None:
+            out["optimizer"] = model.optimizer
+        return out
+
+    def resume_point(self):
+        """Batches already trained according to the latest checkpoint (0 if there is none)."""
+        import tensorflow as tf
+        latest = tf.train.latest_checkpoint(self.checkpoint_dir)
+        if latest is None:
+            return 0
+        return int(tf.train.load_variable(latest, "run_state/batch/.ATTRIBUTES/VARIABLE_VALUE"))
+
+    def restore(self, model):
+        """Creates the checkpoint manager and restores the latest checkpoint, if any.
+
+        Returns:
+          The number of batches already trained (0 for a fresh run).
+        """
+        import tensorflow as tf
+        self._run_state = {"batch": tf.Variable(0, dtype=tf.int64, trainable=False),
+                           "wall_time": tf.Variable(0.0, dtype=tf.float64, trainable=False)}
+        self.checkpoint = tf.train.Checkpoint(run_state=self._run_state,
+                                              **self.checkpoint_items(model))
+        save_dir = self.checkpoint_dir
+        if not self.is_chief:  # every worker must save (collectives); only the chief's is kept
+            save_dir = tempfile.mkdtemp(prefix="pagi_worker_ckpt_")
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint, save_dir, max_to_keep=self.options["max_to_keep"])
+        latest = tf.train.latest_checkpoint(self.checkpoint_dir)
+        if latest is None:
+            return 0
+        self.checkpoint.restore(latest).expect_partial()
+        self.resumed_from = int(self._run_state["batch"].numpy())
+        self._wall_base = float(self._run_state["wall_time"].numpy())
+        logging.info("resumed from %s at batch %d", latest, self.resumed_from)
+        return self.resumed_from
+
+    def extra_callbacks(self):
+        """More Keras callbacks for `fit`, placed after the run's own; `self.clock` (the run's
+        `RunClock`) is set when this is called. Default: none."""
+        return []
+
+    def train(self, model, dataset, start_batch):
+        """Trains with `model.fit` from `start_batch` to the batch limit or an early stop.
+
+        Returns:
+          A dict: status ("completed", "target_reached", "nan", "dataset_exhausted"), batches
+          (trained so far, resumed ones included), logs (the last batch's metrics), message,
+          checkpoint (the latest checkpoint path).
+        """
+        from pagi_rsm.callbacks.nan_guard import NaNGuard
+        from pagi_rsm.callbacks.periodic_checkpoint import PeriodicCheckpoint
+        from pagi_rsm.callbacks.progress import HeadlineProgress
+        from pagi_rsm.callbacks.run_clock import RunClock
+        from pagi_rsm.callbacks.stop_at_target import StopAtTarget
+        from pagi_rsm.callbacks.tensorboard_summaries import BatchSummaries
+
+        options = self.options
+        interval = options["checkpoint_interval"]
+        clock = self.clock = RunClock(start=start_batch, limit=self.batches)
+        guard = NaNGuard(clock)
+        saver = PeriodicCheckpoint(self.manager, clock, interval, guard=guard,
+                                   before_save=self._store_run_state)
+        hook = getattr(model, "write_summaries", None)
+        summary_batch = None
+        if callable(hook) and options["image_interval"] and start_batch < self.batches:
+            summary_batch = next(iter(self.build_dataset(start_batch=start_batch)))
+        callbacks = [clock, guard, saver,
+                     BatchSummaries(self.writer, clock, options["summary_interval"],
+                                    options["image_interval"], summary_batch)]
+        stop = None
+        if options["stop_metric"]:
+            stop = StopAtTarget(options["stop_metric"], options["stop_target"],
+                                options["stop_mode"], options["stop_window"],
+                                options["stop_window_metric"], clock=clock)
+            callbacks.append(stop)
+        if options["progress"] and self.is_chief:
+            callbacks.append(HeadlineProgress(clock, self.batches, self.headline_metric))
+        callbacks += list(self.extra_callbacks())
+
+        self._write_run_summaries(start_batch)
+        epoch = interval or self.batches
+        status = "completed"
+        while clock.batch < self.batches:
+            batch = clock.batch
+            if batch % epoch:  # resumed off the epoch grid: finish this epoch first
+                steps, epochs = min(epoch - batch % epoch, self.batches - batch), 1
+            else:
+                steps, epochs = epoch, math.ceil((self.batches - batch) / epoch)
+            data = dataset if batch == start_batch else self.build_dataset(start_batch=batch)
+            model.fit(data, steps_per_epoch=steps, epochs=epochs, verbose=0, shuffle=False,
+                      callbacks=callbacks)
+            if guard.tripped:
+                status = "nan"
+                break
+            if stop is not None and stop.reached:
+                status = "target_reached"
+                break
+            if clock.batch == batch:
+                status = "dataset_exhausted"
+                break
+        if status != "nan":
+            saver.save()
+        self.writer.flush()
+        message = {"nan": guard.message,
+                   "target_reached": stop and (
+                       f"{options['stop_metric']} reached {stop.value:.4f} "
+                       f"({'>=' if options['stop_mode'] == 'max' else '<='} "
+                       f"{options['stop_target']}) at batch {stop.batch}"),
+                   "completed": f"trained {clock.batch} batches",
+                   "dataset_exhausted": f"the dataset ended after {clock.batch} batches"}[status]
+        return {"status": status, "batches": clock.batch, "logs": dict(clock.logs),
+                "message": message, "checkpoint": self.manager.latest_checkpoint,
+                "nan_loss": guard.loss_name}
+
+    def evaluate(self, model, training):
+        """Evaluates after training. Returns a dict of metrics (may be empty).
+
+        The base class runs `model.evaluate` on `evaluate_batches` further batches of the stream
+        when that option is > 0 (stream workflows such as grammar score on the training stream
+        itself, as the paper does, and leave it at 0).
+        """
+        n = self.options["evaluate_batches"]
+        if not n or training["status"] == "nan":
+            return {}
+        dataset = self.build_dataset(start_batch=training["batches"])
+        results = model.evaluate(dataset, steps=n, verbose=0, return_dict=True)
+        results = {k: float(v) for k, v in results.items()}
+        with self.writer.as_default():
+            import tensorflow as tf
+            for k, v in results.items():
+                tf.summary.scalar(f"eval/{k}", v, step=training["batches"])
+        self.writer.flush()
+        return results
+
+    def report(self, training, evaluation):
+        """Writes results.json (chief only), prints the one-screen summary, returns the results."""
+        logs = training["logs"]
+        wall_time = time.time() - self._started
+        total_wall = self._wall_base + wall_time
+        options = self.options
+        headline = {"metric": self.headline_metric,
+                    "value": _finite_or_none(logs.get(self.headline_metric)),
+                    "mode": self.headline_mode}
+        if options["stop_metric"]:
+            headline["target"] = {"metric": options["stop_metric"],
+                                  "value": options["stop_target"],
+                                  "mode": options["stop_mode"],
+                                  "window": options["stop_window"]}
+        results = {
+            "workflow": self.config.workflow,
+            "trial": self.config.trial,
+            "trial_values": self.config.trial_values,
+            "status": training["status"],
+            "message": training["message"],
+            "headline": headline,
+            "metrics": {k: _finite_or_none(v) if not isinstance(v, str) else v
+                        for k, v in logs.items()},
+            "evaluation": evaluation,
+            "batches": training["batches"],
+            "batches_limit": self.batches,
+            "resumed_from": self.resumed_from,
+            "nan_loss": training["nan_loss"],
+            "wall_time_s": round(total_wall, 3),
+            "wall_time_this_process_s": round(wall_time, 3),
+            "summary_dir": os.path.abspath(self.summary_dir),
+            "checkpoint_dir": os.path.abspath(self.checkpoint_dir),
+            "last_checkpoint": training["checkpoint"],
+            "options": self.config.as_definition(),
+            "source": self.config.source,
+            "versions": runtime.versions(),
+        }
+        if self.is_chief:
+            with open(os.path.join(self.summary_dir, RESULTS_FILE), "w", encoding="utf-8") as f:
+                json.dump(results, f, indent=2, default=str)
+            print(format_summary(results), flush=True)
+        return results
+
+    # --- helpers -----------------------------------------------------------------------------------
+
+    def _store_run_state(self, batch):
+        # Saved with each checkpoint: the batch reached and the wall time of the whole run
+        # (earlier, resumed processes included).
+        self._run_state["batch"].assign(batch)
+        self._run_state["wall_time"].assign(self._wall_base + time.time() - self._started)
+
+    def hparams_for_dashboard(self):
+        """The values shown in TensorBoard's HParams dashboard for this run."""
+        if self.config.trial_values:
+            return dict(self.config.trial_values)
+        values = {"seed": self.config.seed, "batches": self.batches}
+        defaults = definitions.component_defaults(self.config.component_class) or {}
+        for key, value in self.hparams.items():
+            if key not in defaults or defaults[key] != value:
+                values[key] = value if isinstance(value, (bool, int, float, str)) else \
+                    json.dumps(value)
+        return values
+
+    def _write_run_summaries(self, step):
+        import tensorflow as tf
+        from tensorboard.plugins.hparams import api as hp
+        text = "\n".join("    " + line for line in self.config.to_yaml().splitlines())
+        with self.writer.as_default():
+            tf.summary.text("definition", f"Resolved definition (source: "
+                                          f"{self.config.source}):\n\n{text}", step=step)
+            values = self.hparams_for_dashboard()
+            if not self.config.trial_values:
+                hp.hparams_config(hparams=[hp.HParam(k, _domain([v])) for k, v in values.items()],
+                                  metrics=self.dashboard_metrics())
+            hp.hparams(values, trial_id=self.config.trial or os.path.basename(
+                os.path.normpath(self.summary_dir)))
+        self.writer.flush()
+
+    def dashboard_metrics(self):
+        """`hp.Metric`s shown in the HParams dashboard: the headline metric and the loss."""
+        from tensorboard.plugins.hparams import api as hp
+        names = [self.headline_metric] + (["loss"] if self.headline_metric != "loss" else [])
+        return [hp.Metric(f"train/{n}", display_name=n) for n in names]
+
+
+# --- module-level helpers ------------------------------------------------------------------------
+
+def _domain(values):
+    """An HParams domain for `values` (all of one type: bool, number or string)."""
+    from tensorboard.plugins.hparams import api as hp
+    if all(isinstance(v, bool) for v in values):
+        return hp.Discrete(values)
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        if all(isinstance(v, int) for v in values):
+            return hp.Discrete(values)
+        return hp.Discrete([float(v) for v in values])
+    return hp.Discrete([str(v) for v in values])
+
+
+def _short_name(workflow):
+    name = workflow.replace(":", ".").rsplit(".", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).lower() or "run"
+
+
+def plan_directories(config, summary_dir=None, checkpoint_dir=None):
+    """The (summary_dir, checkpoint_dir) of a run.
+
+    Checkpoint directory: `checkpoint_dir`, else experiment option ``checkpoint``, else
+    ``<summary_dir>/checkpoints``. Summary directory: `summary_dir`, else experiment option
+    ``summary_dir``, else (when resuming from a checkpoint directory written by an earlier run)
+    that run's summary directory, else ``runs/<workflow>-<YYYYmmdd-HHMMSS>``.
+    """
+    experiment = config.experiment
+    checkpoint_dir = checkpoint_dir or experiment.get("checkpoint")
+    summary_dir = summary_dir or experiment.get("summary_dir")
+    if summary_dir is None and checkpoint_dir:
+        info = os.path.join(checkpoint_dir, RUN_INFO_FILE)
+        if os.path.exists(info):
+            with open(info, encoding="utf-8") as f:
+                summary_dir = json.load(f).get("summary_dir")
+    if summary_dir is None:
+        summary_dir = os.path.join("runs", f"{_short_name(experiment['workflow'])}-"
+                                           f"{runtime.timestamp()}")
+    if checkpoint_dir is None:
+        checkpoint_dir = os.path.join(summary_dir, "checkpoints")
+    return summary_dir, checkpoint_dir
+
+
+def format_summary(results):
+    """The one-screen summary of a run's results."""
+    from pagi_rsm.callbacks.progress import format_duration
+    head = results["headline"]
+    value = head["value"]
+    title = f" pagi run: {results['workflow']}" + (f" ({results['trial']})" if results["trial"]
+                                                    else "") + " "
+    lines = [title.center(78, "=")]
+    lines.append(f"status      {results['status']}: {results['message']}")
+    lines.append(f"headline    {head['metric']} = "
+                 + ("n/a" if value is None else f"{value:.4f}"))
+    shown = [(k, v) for k, v in results["metrics"].items() if k != head["metric"]]
+    row = []
+    for k, v in shown[:12]:
+        row.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
+    for i in range(0, len(row), 3):
+        lines.append(("metrics     " if i == 0 else "            ") + " | ".join(row[i:i + 3]))
+    if results["evaluation"]:
+        lines.append("evaluation  " + " | ".join(f"{k} {v:.4g}"
+                                                for k, v in results["evaluation"].items()))
+    resumed = f" (resumed from batch {results['resumed_from']})" if results["resumed_from"] else ""
+    lines.append(f"batches     {results['batches']} / {results['batches_limit']}{resumed}")
+    rate = ""
+    ran = results["batches"] - results["resumed_from"]
+    if ran > 0 and results["wall_time_this_process_s"] > 0:
+        rate = f" ({ran / results['wall_time_this_process_s']:.1f} batches/s in this process)"
+    lines.append(f"wall time   {format_duration(results['wall_time_s'])}{rate}")
+    lines.append(f"summaries   {results['summary_dir']}")
+    lines.append(f"            tensorboard --logdir {results['summary_dir']} --host 127.0.0.1")
+    lines.append(f"checkpoint  {results['last_checkpoint']}")
+    lines.append(f"results     {os.path.join(results['summary_dir'], RESULTS_FILE)}")
+    lines.append("=" * 78)
+    return "\n".join(lines)
+
+
+def run_all(configs, summary_dir=None, checkpoint_dir=None):
+    """Runs one config, or every trial of a sweep, each as its own run.
+
+    A sweep's trials run one after the other in ``<summary_dir>/<trial>`` (checkpoints in
+    ``<checkpoint_dir>/<trial>``), and the sweep directory gets TensorBoard's HParams
+    configuration (every swept value and the headline metric) and ``sweep.json`` listing the
+    trials' results.
+
+    Returns:
+      A list of results dicts, one per run.
+    """
+    import keras
+    if len(configs) == 1 and configs[0].trial is None:
+        config = configs[0]
+        return [config.workflow_class(config, summary_dir=summary_dir,
+                                      checkpoint_dir=checkpoint_dir).run()]
+    first = configs[0]
+    parent, parent_ckpt = plan_directories(first, summary_dir=summary_dir,
+                                           checkpoint_dir=checkpoint_dir)
+    if runtime.is_chief():
+        _write_sweep_config(first, parent)
+    results = []
+    for config in configs:
+        keras.backend.clear_session()
+        workflow = config.workflow_class(
+            config, summary_dir=os.path.join(parent, config.trial),
+            checkpoint_dir=os.path.join(parent_ckpt, config.trial))
+        results.append(workflow.run())
+        if runtime.is_chief():
+            with open(os.path.join(parent, "sweep.json"), "w", encoding="utf-8") as f:
+                json.dump([{"trial": r["trial"], "values": r["trial_values"],
+                            "status": r["status"], "headline": r["headline"],
+                            "summary_dir": r["summary_dir"]} for r in results], f, indent=2)
+    return results
+
+
+def _write_sweep_config(config, parent):
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+    os.makedirs(parent, exist_ok=True)
+    workflow = config.workflow_class
+    names = [workflow.headline_metric] + (["loss"] if workflow.headline_metric != "loss" else [])
+    with tf.summary.create_file_writer(parent).as_default():
+        hp.hparams_config(
+            hparams=[hp.HParam(name, _domain(values))
+                     for name, values in config.sweep_domains.items()],
+            metrics=[hp.Metric(f"train/{n}", display_name=n) for n in names])
