@@ -10,6 +10,9 @@ from pagi_rsm.ops import rsm as rsm_ops
 RSMStep = collections.namedtuple("RSMStep", ["encoding", "decoding", "mask", "states"])
 
 _NORMS = (None, "sum")
+_PATHS = ("auto", "dense", "sparse")
+# "auto" takes the sparse recurrent path when at most this fraction of the cells is active.
+_SPARSE_PATH_MAX_DENSITY = 0.1
 
 
 def _check(condition, message):
@@ -110,6 +113,11 @@ class RSMCell(keras.layers.Layer):
         the per-sample reset flag (1 = new sequence).
       output_decoding: when used in `keras.layers.RNN`, the output is `concat([y, x̂])`
         instead of y, so a plain Keras loss can train the decoder.
+      recurrent_path: "dense" computes R = r W_r as a matmul; "sparse" uses that r has at most
+        k non-zeros per sample when ε = 0 (only the k winners of y_{t−1} are non-zero) and
+        gathers just those k rows of W_r (k·B rows instead of a [B, n]×[n, n] matmul; the
+        gradient reaches only those rows); "auto" (default) picks sparse when ε = 0 and
+        k ≤ 10% of the cells. Both give the same numbers (tested).
       seed: seed of the dropout draws.
 
     Call arguments (Keras RNN cell API, `call(inputs, states, training)`):
@@ -141,7 +149,7 @@ class RSMCell(keras.layers.Layer):
                  input_initializer="glorot_uniform", recurrent_initializer="glorot_uniform",
                  feedback_initializer="glorot_uniform", decoder_initializer="glorot_uniform",
                  bias_initializer="zeros", feedback_units=0, reset_input=False,
-                 output_decoding=False, seed=None, **kwargs):
+                 output_decoding=False, recurrent_path="auto", seed=None, **kwargs):
         super().__init__(**kwargs)
         for name, value in (("groups", groups), ("cells_per_group", cells_per_group),
                             ("sparsity", sparsity)):
@@ -170,6 +178,12 @@ class RSMCell(keras.layers.Layer):
                f"decoder_units must be None or an integer >= 1, got {decoder_units!r}")
         _check(isinstance(feedback_units, int) and feedback_units >= 0,
                f"feedback_units must be an integer >= 0, got {feedback_units!r}")
+        _check(recurrent_path in _PATHS,
+               f"recurrent_path must be one of {_PATHS}, got {recurrent_path!r}")
+        _check(recurrent_path != "sparse" or recurrent_decay == 0,
+               "recurrent_path='sparse' needs recurrent_decay == 0 (a trace has more than k "
+               f"non-zeros), got recurrent_decay={recurrent_decay!r}")
+        self.recurrent_path = recurrent_path
         self.groups = groups
         self.cells_per_group = cells_per_group
         self.sparsity = sparsity
@@ -292,6 +306,25 @@ class RSMCell(keras.layers.Layer):
         y = ops.matmul(x, ops.cast(kernel, x.dtype))
         return y if bias is None else y + ops.cast(bias, x.dtype)
 
+    @property
+    def uses_sparse_recurrent_path(self):
+        if self.recurrent_path == "auto":
+            return (self.recurrent_decay == 0
+                    and self.sparsity <= _SPARSE_PATH_MAX_DENSITY * self.units)
+        return self.recurrent_path == "sparse"
+
+    def _recurrent(self, r_in):
+        """R = r_in W_r (+ b_r), dense or through the k non-zero rows of r_in."""
+        if not self.uses_sparse_recurrent_path:
+            return self._dense(r_in, self.recurrent_kernel, self.recurrent_bias)
+        _, index = tf.math.top_k(tf.abs(r_in), k=self.sparsity, sorted=False)       # [B, k]
+        values = tf.gather(r_in, index, batch_dims=1)                               # [B, k]
+        rows = tf.gather(ops.cast(self.recurrent_kernel, r_in.dtype), index)        # [B, k, n]
+        drive = tf.einsum("bk,bkn->bn", values, rows)
+        if self.recurrent_bias is not None:
+            drive = drive + ops.cast(self.recurrent_bias, drive.dtype)
+        return drive
+
     def step(self, x, states, reset=None, feedback=None, training=False):
         """One step of the memory; returns `RSMStep(encoding, decoding, mask, states)`.
 
@@ -327,7 +360,7 @@ class RSMCell(keras.layers.Layer):
 
         g, c = self.groups, self.cells_per_group
         forward = self._dense(f_in, self.input_kernel, self.input_bias)            # [B, g]
-        drive = self._dense(r_in, self.recurrent_kernel, self.recurrent_bias)      # [B, n]
+        drive = self._recurrent(r_in)                                              # [B, n]
         if self.feedback_units:
             if feedback is None:
                 raise ValueError("this RSMCell has feedback_units > 0: pass `feedback`")
@@ -415,6 +448,7 @@ class RSMCell(keras.layers.Layer):
             "decoder_initializer": ser(self.decoder_initializer),
             "bias_initializer": ser(self.bias_initializer),
             "feedback_units": self.feedback_units, "reset_input": self.reset_input,
-            "output_decoding": self.output_decoding, "seed": self.seed,
+            "output_decoding": self.output_decoding, "recurrent_path": self.recurrent_path,
+            "seed": self.seed,
         })
         return config

@@ -1,0 +1,463 @@
+"""`SequenceMemoryStack`: L RSM layers + predictor, trained by local learning inside `model.fit`.
+
+reference/rsm.md §1, §3, §4, §6 and §13.2–13.4.
+"""
+import contextlib
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from pagi_rsm.distribute import replica_sum
+from pagi_rsm.layers.rsm_cell import RSMCell
+from pagi_rsm.metrics.duty_cycle import binary_entropy, max_entropy
+from pagi_rsm.metrics.windowed_rate import WindowedRate
+from pagi_rsm.models.stream_state import StreamState
+from pagi_rsm.components.predictor import Predictor
+
+# Hparams that take one value per layer (a scalar or a 1-element list is broadcast).
+PER_LAYER = {
+    "groups": 160, "cells_per_group": 3, "sparsity": 25, "inhibition_decay": 0.1,
+    "recurrent_decay": 0.0, "recurrent_decay_floor": 0.0, "recurrent_norm": "sum",
+    "recurrent_norm_eps": 1e-11, "recurrent_keep_rate": 1.0, "input_decay": 0.0,
+    "input_decay_floor": 0.0, "input_norm": None, "input_keep_rate": 1.0,
+    "hidden_keep_rate": 1.0, "boost_factor": 0.0, "decoder_activation": None,
+    "use_input_bias": False, "use_recurrent_bias": False, "use_feedback_bias": False,
+    "use_decoder_bias": True, "pool_size": 1, "recurrent_path": "auto",
+}
+# Stack-wide hparams.
+STACK = {
+    "num_layers": 1, "batch_size": 80, "input_dim": None, "num_classes": None,
+    "connectivity": "ff", "activation": "tanh", "inhibition_with_mask": True,
+    "input_norm_first": False, "learning_rate": 5e-4, "update_schedule": "chunk",
+    "memory_training_interval": [0, -1], "predictor_training_interval": [0, -1],
+    "predictor_hidden_size": [200], "predictor_nonlinearity": ["leaky_relu", "leaky_relu"],
+    "predictor_keep_rate": 1.0, "predictor_init_sd": 0.03, "predictor_l2": 0.0,
+    "predictor_label_smoothing": 0.0, "predictor_norm": "sum", "predictor_norm_eps": 1e-11,
+    "layer_mass": 1.0, "uniform_mass": 0.0, "freq_update_interval": 10,
+    "freq_learning_rate": 0.1, "accuracy_window": 2000, "seed": None,
+}
+_CELL_ARGS = [k for k in PER_LAYER if k not in ("pool_size",)]
+SCHEDULES = ("chunk", "step")
+
+
+def default_hparams():
+    """All hparams of the stack with their defaults (per-layer ones as 1-element lists)."""
+    hparams = {k: [v] for k, v in PER_LAYER.items()}
+    hparams.update({k: (list(v) if isinstance(v, list) else v) for k, v in STACK.items()})
+    return hparams
+
+
+def _per_layer(name, value, num_layers):
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if len(values) == 1:
+        values = values * num_layers
+    if len(values) != num_layers:
+        raise ValueError(f"hparam {name!r} has {len(values)} entries but num_layers is "
+                         f"{num_layers}: give 1 or {num_layers} values")
+    return values
+
+
+def _tape(record):
+    """A GradientTape when `record`, else a context that records nothing."""
+    return tf.GradientTape() if record else contextlib.nullcontext()
+
+
+def _interval(name, value):
+    if not (isinstance(value, (list, tuple)) and len(value) == 2):
+        raise ValueError(f"hparam {name!r} must be [first, stop) in time steps, stop <= 0 "
+                         f"meaning forever; got {value!r}")
+    return [int(value[0]), int(value[1])]
+
+
+@keras.saving.register_keras_serializable(package="pagi_rsm")
+class SequenceMemoryStack(keras.Model):
+    """A stack of `RSMCell` layers with a predictor, trained by local, immediate credit assignment.
+
+    Data: dicts `{inputs [B, T, D], labels [B, T], reset [B, T], test [B, T]}` where row b is
+    always stream b and each batch continues the previous one (see
+    `pagi_rsm.datasets.grammar.make_grammar_dataset`). `reset` = 1 zeroes that sample's state
+    before the step (a new sequence starts); `test` = 1 marks the steps scored by the
+    test-state accuracy.
+
+    Per time step t: layer 1 steps on x_t; layer l+1 on (optionally max-pooled) y^l_t, with
+    feedback y^{l+1}_{t−1} into layer l when `connectivity="bi"`; each layer's decoder predicts
+    its current input (layer 1: x_t; layer l+1: pool(y^l_t)) and the predictor, on
+    stop_gradient of the top layer's code, predicts the label of x_t. Every tensor crossing a
+    time step or a layer boundary is `stop_gradient` (BPTT = 1). Each layer minimises its own
+    MSE with its own Adam optimiser, the predictor its own cross-entropy with its own Adam
+    (lr `learning_rate`, default 5e-4), all in `train_step`, so `model.fit` drives it.
+
+    `update_schedule`:
+      - "step": one optimiser update per time step (as the original): the forward pass of step
+        t uses the weights updated at step t−1;
+      - "chunk": one update per chunk of T steps on the mean of the T per-step losses (weights
+        constant within the chunk, an approximation of the original).
+    The T steps of a chunk are unrolled in the one compiled graph of the training step.
+
+    Stream state (previous input, output, inhibition, traces of every layer) lives in
+    `StreamState` variables: it survives across `fit` batches, is saved with the model's
+    checkpoint, and is held per replica under `tf.distribute`.
+
+    Logged metrics: loss, memory_loss, memory_loss_<l>, predictor_loss, accuracy, perplexity
+    (exp of the mean ensemble cross-entropy over the epoch), test_state_accuracy (over the last
+    `accuracy_window` test-state predictions) and test_state_count, cell_entropy_<l> (entropy
+    of the cell win frequencies over its maximum n·H(k/n)).
+
+    All hparams and their defaults: `default_hparams()`; per-layer ones take a list with one
+    value per layer (or one value for all). `input_dim` and `num_classes` are required.
+    """
+
+    def __init__(self, **hparams):
+        name = hparams.pop("name", "sequence_memory_stack")
+        for key in ("trainable", "dtype"):
+            hparams.pop(key, None)
+        defaults = default_hparams()
+        unknown = sorted(set(hparams) - set(defaults))
+        if unknown:
+            raise ValueError(f"unknown hparam(s) {unknown}; accepted: {sorted(defaults)}")
+        super().__init__(name=name)
+        hp = dict(defaults)
+        hp.update(hparams)
+        self.hparams = hp
+        for key in ("input_dim", "num_classes"):
+            if not isinstance(hp[key], int) or hp[key] < 1:
+                raise ValueError(f"hparam {key!r} must be an integer >= 1, got {hp[key]!r}")
+        num_layers = hp["num_layers"]
+        if not isinstance(num_layers, int) or num_layers < 1:
+            raise ValueError(f"hparam 'num_layers' must be an integer >= 1, got {num_layers!r}")
+        if hp["connectivity"] not in ("ff", "bi"):
+            raise ValueError(f"hparam 'connectivity' must be 'ff' or 'bi', got "
+                             f"{hp['connectivity']!r}")
+        if hp["update_schedule"] not in SCHEDULES:
+            raise ValueError(f"hparam 'update_schedule' must be one of {SCHEDULES}, got "
+                             f"{hp['update_schedule']!r}")
+        if not isinstance(hp["batch_size"], int) or hp["batch_size"] < 1:
+            raise ValueError(f"hparam 'batch_size' must be an integer >= 1, got "
+                             f"{hp['batch_size']!r}")
+        if not (isinstance(hp["freq_update_interval"], int)
+                and hp["freq_update_interval"] >= -1 and hp["freq_update_interval"] != 0):
+            raise ValueError("hparam 'freq_update_interval' must be >= 1 (time steps) or -1 "
+                             f"(off), got {hp['freq_update_interval']!r}")
+        self.memory_interval = _interval("memory_training_interval",
+                                         hp["memory_training_interval"])
+        self.predictor_interval = _interval("predictor_training_interval",
+                                            hp["predictor_training_interval"])
+        layer_hp = {k: _per_layer(k, hp[k], num_layers) for k in PER_LAYER}
+        for l, size in enumerate(layer_hp["pool_size"]):
+            if not isinstance(size, int) or size < 1:
+                raise ValueError(f"hparam 'pool_size' must hold integers >= 1, got {size!r} "
+                                 f"for layer {l}")
+        self.layer_hparams = layer_hp
+        self.num_layers = num_layers
+        self.update_schedule = hp["update_schedule"]
+
+        # ---- layers, bottom-up
+        self.cells, self.stream_states, self.input_dims = [], [], []
+        units = [g * c for g, c in zip(layer_hp["groups"], layer_hp["cells_per_group"])]
+        dim = hp["input_dim"]
+        for l in range(num_layers):
+            if units[l] % layer_hp["pool_size"][l]:
+                raise ValueError(f"hparam 'pool_size' ({layer_hp['pool_size'][l]}) must divide "
+                                 f"the cells of layer {l} ({units[l]})")
+            feedback = units[l + 1] if (hp["connectivity"] == "bi" and l + 1 < num_layers) else 0
+            try:
+                cell = RSMCell(
+                    **{k: layer_hp[k][l] for k in _CELL_ARGS}, activation=hp["activation"],
+                    inhibition_with_mask=hp["inhibition_with_mask"],
+                    input_norm_first=hp["input_norm_first"], feedback_units=feedback,
+                    seed=None if hp["seed"] is None else hp["seed"] + l, name=f"memory_{l}")
+            except ValueError as e:
+                raise ValueError(f"layer {l}: {e}") from None
+            cell.build((None, dim + feedback))
+            self.cells.append(cell)
+            self.input_dims.append(dim)
+            self.stream_states.append(
+                StreamState(hp["batch_size"], cell.state_size, name=f"streams_{l}"))
+            dim = units[l] // layer_hp["pool_size"][l]
+        self.predictor = Predictor(
+            hp["num_classes"], hidden_sizes=hp["predictor_hidden_size"],
+            nonlinearities=hp["predictor_nonlinearity"], keep_rate=hp["predictor_keep_rate"],
+            init_sd=hp["predictor_init_sd"], norm=hp["predictor_norm"],
+            norm_eps=hp["predictor_norm_eps"], layer_mass=hp["layer_mass"],
+            uniform_mass=hp["uniform_mass"], seed=hp["seed"], name="predictor")
+        self.predictor.build((None, units[-1]))
+        # ---- statistics and metrics
+        stat = dict(trainable=False, aggregation="only_first_replica", autocast=False)
+        self.usage = [self.add_weight(name=f"usage_{l}", shape=(u,), initializer="zeros", **stat)
+                      for l, u in enumerate(units)]
+        self.usage_steps = self.add_weight(name="usage_steps", shape=(), initializer="zeros",
+                                           **stat)
+        self.time_step = self.add_weight(name="time_step", shape=(), dtype="int64",
+                                         initializer="zeros", **stat)
+        self.test_state_window = WindowedRate(hp["accuracy_window"], name="test_state_window")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.memory_loss_trackers = [keras.metrics.Mean(name=f"memory_loss_{l}")
+                                     for l in range(num_layers)]
+        self.predictor_loss_tracker = keras.metrics.Mean(name="predictor_loss")
+        self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
+        self.cross_entropy_tracker = keras.metrics.Mean(name="cross_entropy")
+        self.units = units
+        self.built = True
+
+    # ------------------------------------------------------------------ configuration
+    def get_config(self):
+        return {**self.hparams, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def compile(self, learning_rate=None, **kwargs):
+        """Creates one Adam optimiser per memory layer and one for the predictor."""
+        lr = self.hparams["learning_rate"] if learning_rate is None else learning_rate
+        self.memory_optimizers = [keras.optimizers.Adam(lr, name=f"memory_{l}_adam")
+                                  for l in range(self.num_layers)]
+        self.predictor_optimizer = keras.optimizers.Adam(lr, name="predictor_adam")
+        for opt, layer in zip(self.memory_optimizers, self.cells):
+            opt.build(layer.trainable_variables)
+        self.predictor_optimizer.build(self.predictor.trainable_variables)
+        super().compile(optimizer=None, **kwargs)
+
+    def checkpoint_items(self):
+        """Trackables to put in a `tf.train.Checkpoint`: the model (weights, stream state,
+        statistics) and every optimiser."""
+        items = {"model": self, "predictor_optimizer": self.predictor_optimizer}
+        items.update({f"memory_optimizer_{l}": o for l, o in enumerate(self.memory_optimizers)})
+        return items
+
+    @property
+    def metrics(self):
+        return ([self.loss_tracker] + self.memory_loss_trackers
+                + [self.predictor_loss_tracker, self.accuracy_tracker,
+                   self.cross_entropy_tracker])
+
+    def reset_streams(self):
+        """Zeroes the state of every stream (all layers)."""
+        for state in self.stream_states:
+            state.reset()
+
+    # ------------------------------------------------------------------ forward
+    def _pool(self, encoding, l):
+        p = self.layer_hparams["pool_size"][l]
+        if p == 1:
+            return encoding
+        return ops.max(ops.reshape(encoding, (-1, self.units[l] // p, p)), axis=-1)
+
+    def _step(self, x, reset, states, training):
+        """One time step of the whole stack; returns (results, new_states, losses, logits)."""
+        feedback_from = [s[1] for s in states]  # y_{t-1} of every layer, before this step
+        bi = self.hparams["connectivity"] == "bi"
+        results, memory_losses = [], []
+        layer_input = x
+        for l, cell in enumerate(self.cells):
+            feedback = feedback_from[l + 1] if (bi and l + 1 < self.num_layers) else None
+            out = cell.step(layer_input, states[l], reset=reset, feedback=feedback,
+                            training=training)
+            memory_losses.append(ops.mean(ops.square(
+                ops.cast(layer_input, "float32") - ops.cast(out.decoding, "float32"))))
+            results.append(out)
+            layer_input = self._pool(out.encoding, l)
+        logits = self.predictor(results[-1].encoding, training=training)
+        return results, [r.states for r in results], memory_losses, logits
+
+    def _predictor_loss(self, labels, logits):
+        k = self.hparams["num_classes"]
+        smoothing = self.hparams["predictor_label_smoothing"]
+        target = ops.one_hot(labels, k)
+        if smoothing:
+            target = target * (1.0 - smoothing) + smoothing / k
+        loss = ops.mean(keras.losses.categorical_crossentropy(
+            target, ops.cast(logits, "float32"), from_logits=True))
+        l2 = self.hparams["predictor_l2"]
+        if l2:
+            loss += l2 * 0.5 * sum(ops.sum(ops.square(w))
+                                   for w in self.predictor.trainable_variables)
+        return loss
+
+    def _in_interval(self, interval, step):
+        first, stop = interval
+        inside = step >= first
+        if stop > 0:
+            inside = tf.logical_and(inside, step < stop)
+        return inside
+
+    @staticmethod
+    def _total(memory_losses, predictor_loss):
+        return ops.sum(ops.stack(memory_losses)) + predictor_loss
+
+    def _apply(self, tape, total, step):
+        """Applies every optimiser to its own parameter group.
+
+        The losses share no parameters and every boundary is stop_gradient, so the gradient
+        of the summed loss is, per parameter group, the gradient of that group's own loss.
+        """
+        variables = [c.trainable_variables for c in self.cells] + [
+            self.predictor.trainable_variables]
+        grads = tape.gradient(total, variables)
+        optimizers = self.memory_optimizers + [self.predictor_optimizer]
+        intervals = [self.memory_interval] * self.num_layers + [self.predictor_interval]
+        for opt, vs, gs, interval in zip(optimizers, variables, grads, intervals):
+            if interval == [0, -1]:
+                opt.apply(gs, vs)
+            else:
+                tf.cond(self._in_interval(interval, step),
+                        lambda opt=opt, gs=gs, vs=vs: self._apply_group(opt, gs, vs),
+                        lambda: tf.constant(False))
+
+    @staticmethod
+    def _apply_group(opt, grads, variables):
+        opt.apply(grads, variables)
+        return tf.constant(True)
+
+    def _run_steps(self, x, labels, reset, states, training, update_each_step):
+        """Unrolls the T steps of a chunk; with `update_each_step`, one update per step."""
+        steps = x.shape[1]
+        memory_sums = [0.0] * self.num_layers
+        predictor_sum = 0.0
+        correct, cross_entropy, masks = [], [], [[] for _ in self.cells]
+        for t in range(steps):
+            with _tape(update_each_step) as tape:
+                results, states, memory_losses, logits = self._step(
+                    x[:, t], reset[:, t], states, training)
+                predictor_loss = self._predictor_loss(labels[:, t], logits)
+                total = self._total(memory_losses, predictor_loss)
+            if update_each_step:
+                self._apply(tape, total, self.time_step + t)
+            memory_sums = [a + b for a, b in zip(memory_sums, memory_losses)]
+            predictor_sum += predictor_loss
+            p = self.predictor.distribution(logits)
+            correct.append(ops.cast(ops.argmax(p, axis=-1) == labels[:, t], "float32"))
+            cross_entropy.append(-ops.log(ops.take_along_axis(
+                p, labels[:, t, None], axis=-1)[:, 0]))
+            for l, r in enumerate(results):
+                masks[l].append(r.mask)
+        memory_losses = [s / steps for s in memory_sums]
+        return (states, memory_losses, predictor_sum / steps, ops.stack(correct, axis=1),
+                ops.stack(cross_entropy, axis=1), masks)
+
+    def _chunk(self, data, training):
+        x = ops.convert_to_tensor(data["inputs"])
+        labels = ops.cast(data["labels"], "int32")
+        reset = ops.cast(data["reset"], x.dtype)
+        test = ops.cast(data["test"], "float32")
+        steps = x.shape[1]
+        if steps is None:
+            raise ValueError("the chunk length T (axis 1 of inputs) must be static")
+        batch = tf.shape(x)[0]
+        states = [s.read(batch) for s in self.stream_states]
+        chunk_update = training and self.update_schedule == "chunk"
+        with _tape(chunk_update) as tape:
+            states, memory_losses, predictor_loss, correct, cross_entropy, masks = \
+                self._run_steps(x, labels, reset, states, training,
+                                update_each_step=training and not chunk_update)
+            total = self._total(memory_losses, predictor_loss)
+        if chunk_update:
+            self._apply(tape, total, self.time_step)
+        for state, values in zip(self.stream_states, states):
+            state.write(values)
+        if training:
+            self._update_statistics(masks, steps, batch)
+        self.time_step.assign_add(steps)
+        # ---- metrics
+        self.test_state_window.update(correct * test, test)
+        for tracker, value in zip(self.memory_loss_trackers, memory_losses):
+            tracker.update_state(value)
+        self.predictor_loss_tracker.update_state(predictor_loss)
+        self.loss_tracker.update_state(total)
+        self.accuracy_tracker.update_state(ops.mean(correct))
+        self.cross_entropy_tracker.update_state(ops.mean(cross_entropy))
+        return self._logs()
+
+    def _update_statistics(self, masks, steps, batch):
+        interval = self.hparams["freq_update_interval"]
+        if interval == -1:
+            return
+        counts = replica_sum([ops.sum(ops.stack(m), axis=(0, 1)) for m in masks])
+        streams = replica_sum(ops.cast(batch, "float32"))  # the global batch
+        for usage, count in zip(self.usage, counts):
+            usage.assign_add(ops.cast(count, "float32"))
+        self.usage_steps.assign_add(float(steps))
+
+        def update():
+            for cell, usage in zip(self.cells, self.usage):
+                cell.update_frequency(usage, self.usage_steps * streams,
+                                      self.hparams["freq_learning_rate"])
+                usage.assign(ops.zeros_like(usage))
+            self.usage_steps.assign(0.0)
+            return tf.constant(True)
+
+        tf.cond(self.usage_steps >= interval, update, lambda: tf.constant(False))
+
+    def _logs(self):
+        rate, count = self.test_state_window.result()
+        logs = {"loss": self.loss_tracker.result()}
+        losses = [t.result() for t in self.memory_loss_trackers]
+        logs["memory_loss"] = ops.sum(ops.stack(losses))
+        for l, value in enumerate(losses):
+            logs[f"memory_loss_{l}"] = value
+        logs["predictor_loss"] = self.predictor_loss_tracker.result()
+        logs["accuracy"] = self.accuracy_tracker.result()
+        logs["perplexity"] = ops.exp(self.cross_entropy_tracker.result())
+        logs["test_state_accuracy"] = rate
+        logs["test_state_count"] = count
+        for l, cell in enumerate(self.cells):
+            k, n = cell.sparsity, cell.units
+            logs[f"cell_entropy_{l}"] = ops.sum(binary_entropy(cell.frequency)) / max(
+                max_entropy(n, k), 1e-12)
+        return logs
+
+    def train_step(self, data):
+        return self._chunk(data, training=True)
+
+    def test_step(self, data):
+        return self._chunk(data, training=False)
+
+    def call(self, data, training=False):
+        """Forward pass of a chunk from the current stream state, without changing it.
+
+        Returns a dict of per-step tensors [B, T, ...]: `encoding_<l>`, `mask_<l>`,
+        `decoding_<l>` for every layer and `logits`.
+        """
+        x = ops.convert_to_tensor(data["inputs"])
+        reset = ops.cast(data["reset"], x.dtype)
+        batch = tf.shape(x)[0]
+        states = [s.read(batch) for s in self.stream_states]
+        out = {f"{kind}_{l}": [] for l in range(self.num_layers)
+               for kind in ("encoding", "mask", "decoding")}
+        out["logits"] = []
+        for t in range(x.shape[1]):
+            results, states, _, logits = self._step(x[:, t], reset[:, t], states, training)
+            for l, r in enumerate(results):
+                out[f"encoding_{l}"].append(r.encoding)
+                out[f"mask_{l}"].append(r.mask)
+                out[f"decoding_{l}"].append(r.decoding)
+            out["logits"].append(logits)
+        return {k: ops.stack(v, axis=1) for k, v in out.items()}
+
+    # ------------------------------------------------------------------ observability
+    def write_summaries(self, step, batch):
+        """Images and histograms for TensorBoard, written to the caller's default writer.
+
+        Images: the cell-activity raster of stream 0 over the chunk (cells × time, per layer)
+        and, when the input is a square image, input | decoder prediction of layer 0 for the
+        first steps of stream 0. Histograms: every weight and the cell win frequencies.
+        """
+        out = self(batch, training=False)
+        for l in range(self.num_layers):
+            raster = ops.transpose(ops.abs(out[f"encoding_{l}"][0]))  # [n, T]
+            tf.summary.image(f"memory_{l}/cell_activity", raster[None, :, :, None], step=step)
+        x = ops.convert_to_tensor(batch["inputs"])
+        side = int(round(self.hparams["input_dim"] ** 0.5))
+        if side * side == self.hparams["input_dim"]:
+            steps = min(8, x.shape[1])
+            truth = ops.reshape(x[0, :steps], (steps, side, side))
+            pred = ops.reshape(out["decoding_0"][0, :steps], (steps, side, side))
+            strip = ops.concatenate([ops.concatenate(list(truth), axis=1),
+                                     ops.concatenate(list(ops.clip(pred, 0.0, 1.0)), axis=1)],
+                                    axis=0)
+            tf.summary.image("memory_0/input_vs_prediction", strip[None, :, :, None], step=step)
+        for w in self.trainable_weights:
+            tf.summary.histogram(f"weights/{w.path}", w, step=step)
+        for l, cell in enumerate(self.cells):
+            tf.summary.histogram(f"memory_{l}/frequency", cell.frequency, step=step)
