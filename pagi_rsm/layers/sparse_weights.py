@@ -10,9 +10,9 @@ Semantics follow nupic.torch ``SparseWeights`` / ``SparseWeights2d`` (reference/
   ``round((1 - sparsity) * fan_in)`` of the unit's ``fan_in`` weights are kept, chosen uniformly
   without replacement (`pagi_rsm.ops.sparse_mask.fan_in_mask`). For a Dense kernel ``[in, out]``
   that is per column; for a conv kernel ``[kh, kw, in, out]`` per output channel over
-  ``kh * kw * in``. The mask is a non-trainable weight ``kernel_mask`` (1 = kept), so it is saved
-  in ``.keras`` files and checkpoints and restored, not redrawn, on load. A layer with an integer
-  ``seed`` always draws the same mask (and the same default initial weights).
+  ``kh * kw * in``. The mask is a non-trainable bool weight ``kernel_mask`` (True = kept), so it
+  is saved in ``.keras`` files and checkpoints and restored, not redrawn, on load. A layer with an
+  integer ``seed`` always draws the same mask (and the same default initial weights).
 - Default initialisation is scaled to the EFFECTIVE fan-in, as nupic.torch's
   ``normalize_sparse_weights``: kernel and bias ~ ``uniform(-1/sqrt(nnz), 1/sqrt(nnz))`` with
   ``nnz = round((1 - sparsity) * fan_in)`` the number of kept weights per output unit.
@@ -21,10 +21,10 @@ How masked weights stay EXACTLY zero (``rezero`` timing: after every optimizer s
 
 1. The kernel is zero at masked positions from initialisation on (any initializer's value is
    multiplied by the mask).
-2. The forward pass uses ``kernel * kernel_mask``, so the gradient at masked positions is exactly
-   0. Optimizer slots that start at 0 (momentum, Adam's m and v) stay 0 there, and so does the
-   update, decoupled weight decay included (AdamW decays ``0`` to ``0``).
-3. The kernel variable carries a constraint that multiplies it by the mask. Keras 3 optimizers
+2. The forward pass uses ``where(kernel_mask, kernel, 0)``, so the gradient at masked
+   positions is exactly 0. Optimizer slots that start at 0 (momentum, Adam's m and v) stay 0
+   there, and so does the update, decoupled weight decay included (AdamW decays 0 to 0).
+3. The kernel variable carries a constraint that re-applies the mask. Keras 3 optimizers
    apply ``variable.constraint`` after every update, so even an optimizer that moves weights with
    a zero gradient cannot leave a non-zero at a masked position. A user ``kernel_constraint`` is
    applied first, then the mask.
@@ -114,6 +114,12 @@ def _pair(value, argument):
     return tuple(int(v) for v in pair)
 
 
+def _apply_mask(kernel, mask):
+    """`kernel` where the bool `mask` is True, exactly 0 elsewhere (gradient: masked likewise)."""
+    kernel = ops.convert_to_tensor(kernel)
+    return ops.where(mask, kernel, ops.zeros((), kernel.dtype))
+
+
 class _SparseWeightsLayer(keras.layers.Layer):
     """Shared weight handling of SparseDense / SparseConv2D: mask, initialisation, rezeroing.
 
@@ -155,17 +161,18 @@ class _SparseWeightsLayer(keras.layers.Layer):
         sparsity = self.sparsity
 
         def mask_initializer(shape, dtype=None):
-            return fan_in_mask(shape, sparsity, seed=mask_seed, dtype=dtype or "float32")
+            return fan_in_mask(shape, sparsity, seed=mask_seed, dtype="bool")
 
         base_kernel_init = self.kernel_initializer or keras.initializers.RandomUniform(
             -bound, bound, seed=self._derived_seed(_KERNEL_SEED_OFFSET))
 
         def kernel_initializer(shape, dtype=None):
-            return ops.multiply(ops.cast(base_kernel_init(shape, dtype=dtype), dtype),
-                                mask_initializer(shape, dtype))
+            return _apply_mask(ops.cast(base_kernel_init(shape, dtype=dtype), dtype),
+                               mask_initializer(shape))
 
+        # A bool mask: a 4x smaller read than float32 in the forward pass and in the constraint.
         self.kernel_mask = self.add_weight(
-            name="kernel_mask", shape=kernel_shape, initializer=mask_initializer,
+            name="kernel_mask", shape=kernel_shape, dtype="bool", initializer=mask_initializer,
             trainable=False)
         self.kernel = self.add_weight(
             name="kernel", shape=kernel_shape, initializer=kernel_initializer,
@@ -186,18 +193,17 @@ class _SparseWeightsLayer(keras.layers.Layer):
         """The kernel's constraint, applied by Keras optimizers after each update."""
         if self.kernel_constraint is not None:
             kernel = self.kernel_constraint(kernel)
-        return ops.multiply(kernel, ops.cast(self.kernel_mask, kernel.dtype))
+        return _apply_mask(kernel, self.kernel_mask)
 
     def masked_kernel(self):
         """``kernel * kernel_mask`` in the compute dtype (what the forward pass uses)."""
-        kernel = ops.cast(self.kernel, self.compute_dtype)
-        return ops.multiply(kernel, ops.cast(self.kernel_mask, kernel.dtype))
+        return _apply_mask(ops.cast(self.kernel, self.compute_dtype), self.kernel_mask)
 
     def rezero_weights(self):
         """Sets the masked kernel entries to exactly zero (nupic.torch `rezero_weights`)."""
         if not self.built:
             raise ValueError(f"layer {self.name} must be built before rezero_weights()")
-        self.kernel.assign(ops.multiply(self.kernel, self.kernel_mask))
+        self.kernel.assign(_apply_mask(self.kernel, self.kernel_mask))
 
     def _finish(self, outputs):
         if self.use_bias:
@@ -234,9 +240,9 @@ class SparseDense(_SparseWeightsLayer):
     """Dense layer whose kernel keeps a fixed random subset of each output unit's inputs.
 
     Computes ``activation(inputs @ (kernel * kernel_mask) + bias)``. ``kernel_mask`` is a
-    non-trainable ``[in, units]`` 0/1 weight with exactly ``round((1 - sparsity) * in)`` ones per
-    column, drawn once at build time (see the module docstring for the full contract: masking
-    mechanism, rezero timing, initialisation).
+    non-trainable ``[in, units]`` bool weight with exactly ``round((1 - sparsity) * in)`` True
+    entries per column, drawn once at build time (see the module docstring for the full
+    contract: masking mechanism, rezero timing, initialisation).
 
     Args:
       units: number of output units, >= 1.
@@ -314,9 +320,9 @@ class SparseConv2D(_SparseWeightsLayer):
     """2-D convolution (channels-last) whose kernel keeps a fixed random subset per filter.
 
     Computes ``activation(conv2d(inputs, kernel * kernel_mask) + bias)``. ``kernel_mask`` is a
-    non-trainable ``[kh, kw, in, filters]`` 0/1 weight with exactly
-    ``round((1 - sparsity) * kh * kw * in)`` ones per output channel, drawn once at build time (see
-    the module docstring for the full contract: masking mechanism, rezero timing,
+    non-trainable ``[kh, kw, in, filters]`` bool weight with exactly
+    ``round((1 - sparsity) * kh * kw * in)`` True entries per output channel, drawn once at build
+    time (see the module docstring for the full contract: masking mechanism, rezero timing,
     initialisation; nupic.torch `SparseWeights2d`).
 
     Args:
