@@ -59,6 +59,17 @@ def _small_integers(shape):
 
 # Add one entry per layer configuration worth checking (e.g. both `local` modes of KWinners2D).
 ENTRIES = [
+    # --- sparse weights (pagi_rsm/layers/sparse_weights.py) ---
+    Entry("sparse_dense", lambda: _pagi().SparseDense(6, sparsity=0.7, activation="relu", seed=3),
+          input_shape=(10,)),
+    Entry("sparse_dense_unseeded_rank3", lambda: _pagi().SparseDense(5, sparsity=0.5),
+          input_shape=(3, 8)),
+    Entry("sparse_conv2d", lambda: _pagi().SparseConv2D(4, 3, sparsity=0.6, seed=1),
+          input_shape=(6, 6, 3)),
+    Entry("sparse_conv2d_same_strided",
+          lambda: _pagi().SparseConv2D(3, (3, 2), strides=2, padding="same", sparsity=0.5,
+                                       activation="tanh", seed=2),
+          input_shape=(5, 6, 2)),
     # --- recurrent sparse memory (pagi_rsm/layers/rsm_cell.py) ---
     Entry("rsm_cell_trace",
           lambda: _pagi().RSMCell(groups=6, cells_per_group=3, sparsity=2, inhibition_decay=0.8,
