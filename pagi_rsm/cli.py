@@ -13,6 +13,7 @@ and the accepted keys, and exits with status 2 before anything starts.
 Exit status: 0 success (batch limit or target reached), 2 bad definition or flags, 3 a loss
 became NaN (the last good checkpoint is kept), 4 the dataset ended early.
 """
+import logging as py_logging
 import os
 import sys
 import textwrap
@@ -164,6 +165,15 @@ def help_text(command=None):
     return MAIN_HELP
 
 
+class _QuietTensorFlow(py_logging.Filter):
+    """Drops TensorFlow's own INFO records (they tell a newcomer nothing)."""
+
+    def filter(self, record):
+        return record.levelno >= py_logging.WARNING or (
+            f"{os.sep}tensorflow{os.sep}" not in record.pathname
+            and f"{os.sep}keras{os.sep}" not in record.pathname)
+
+
 class UsageError(Exception):
     """Bad command-line usage (exit status 2)."""
 
@@ -211,7 +221,8 @@ def command_show():
         if config.trial is not None:
             print(f"# {config.trial}: {config.trial_values}")
         else:
-            print(f"# resolved from: class defaults < {config.source} < flags")
+            file = "" if config.source == "<defaults>" else f" < {config.source}"
+            print(f"# resolved from: class defaults{file} < flags")
         print(config.to_yaml())
     if len(configs) > 1:
         print(f"# parameter sweep: {len(configs)} runs")
@@ -264,6 +275,10 @@ def main(argv=None):
         flags.FLAGS([argv[0]])
     logging.set_verbosity(FLAGS.verbosity)
     logging.use_absl_handler()
+    if FLAGS.verbosity != "debug":  # TensorFlow logs chatty INFO lines (checkpoint sharding)
+        handler = logging.get_absl_handler()
+        if not any(isinstance(f, _QuietTensorFlow) for f in handler.filters):
+            handler.addFilter(_QuietTensorFlow())
     try:
         return COMMANDS[command]()
     except definitions.DefinitionError as e:

@@ -43,6 +43,7 @@ import dataclasses
 import itertools
 import json
 import os
+import sys
 
 import yaml
 
@@ -262,9 +263,17 @@ def coerce_like(value, default, where):
             raise bad
         return value
     if isinstance(default, (list, tuple)):
+        typed = len(default) and all(type(d) is type(default[0]) for d in default)
         if not isinstance(value, (list, tuple)):
+            # A scalar for a list (e.g. one value for every layer): accepted if it has the
+            # elements' type; the component decides whether it broadcasts it.
+            if typed and default[0] is not None and not isinstance(value, (dict, type(None))):
+                try:
+                    return coerce_like(value, default[0], where)
+                except DefinitionError:
+                    pass
             raise bad
-        if len(default) and all(type(d) is type(default[0]) for d in default):
+        if typed:
             return [coerce_like(v, default[0], f"{where}[{i}]") for i, v in enumerate(value)]
         return list(value)
     if isinstance(default, dict):
@@ -447,8 +456,15 @@ def to_yaml(mapping):
 
 
 def component_defaults(component_class):
-    """The component's default hparams as a dict, or None when it declares none."""
+    """The component's default hparams as a dict, or None when it declares none.
+
+    Looked up as ``component_class.default_hparams`` (a dict, or a function returning one),
+    else as a ``default_hparams()`` function of the component's module.
+    """
     defaults = getattr(component_class, "default_hparams", None)
+    if defaults is None:
+        module = sys.modules.get(getattr(component_class, "__module__", ""), None)
+        defaults = getattr(module, "default_hparams", None)
     if defaults is None:
         return None
     if callable(defaults):
@@ -637,14 +653,17 @@ def _resolve_one(workflow_name, workflow_class, definition, source, flags_exp, s
          (sweep_where, sweep["workflow-options"]),
          ("--workflow_options", flag_options)],
         "workflow-options")
-    check = getattr(workflow_class, "check_options", None)
     config = RunConfig(experiment=experiment, workflow_options=workflow_options,
                        workflow_class=workflow_class, component_class=component_class,
                        dataset_fn=dataset_fn, source=source,
                        description=definition.get("description"))
-    if check is not None:
+    # Workflow hooks: derive data-dependent hparams, then check option values.
+    for hook in ("complete_config", "check_options"):
+        method = getattr(workflow_class, hook, None)
+        if method is None:
+            continue
         try:
-            check(config)
+            method(config)
         except ValueError as e:
             if isinstance(e, DefinitionError):
                 raise

@@ -15,6 +15,7 @@ import signal
 import keras
 import tensorflow as tf
 
+from pagi_rsm.callbacks.tensorboard_summaries import write_weight_histograms
 from pagi_rsm.workflows.workflow import Workflow
 
 
@@ -125,6 +126,7 @@ class ToyStream(keras.Model):
         tf.summary.image("activity/state", tf.convert_to_tensor(state)[None, :, :, None],
                          step=step)
         tf.summary.histogram("activity/state", state, step=step)
+        write_weight_histograms(self, step)
 
     def get_config(self):
         return {"batch_size": self.batch_size, "units": self.units, "symbols": self.symbols,

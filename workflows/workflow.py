@@ -364,13 +364,16 @@ class Workflow:
         if status != "nan":
             saver.save()
         self.writer.flush()
-        message = {"nan": guard.message,
-                   "target_reached": stop and (
-                       f"{options['stop_metric']} reached {stop.value:.4f} "
+        if status == "nan":
+            message = guard.message
+        elif status == "target_reached":
+            message = (f"{options['stop_metric']} reached {stop.value:.4f} "
                        f"({'>=' if options['stop_mode'] == 'max' else '<='} "
-                       f"{options['stop_target']}) at batch {stop.batch}"),
-                   "completed": f"trained {clock.batch} batches",
-                   "dataset_exhausted": f"the dataset ended after {clock.batch} batches"}[status]
+                       f"{options['stop_target']}) at batch {stop.batch}")
+        elif status == "dataset_exhausted":
+            message = f"the dataset ended after {clock.batch} batches"
+        else:
+            message = f"trained {clock.batch} batches"
         return {"status": status, "batches": clock.batch, "logs": dict(clock.logs),
                 "message": message, "checkpoint": self.manager.latest_checkpoint,
                 "nan_loss": guard.loss_name}

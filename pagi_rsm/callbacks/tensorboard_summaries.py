@@ -23,10 +23,11 @@ class BatchSummaries(keras.callbacks.Callback):
 
     After each training batch (every `scalar_interval` batches) every numeric entry of the
     logs is written as the scalar ``<prefix>/<name>`` at step = the run's batch number
-    (`clock.batch`). Every `image_interval` batches the callback writes a histogram of every
-    model variable (``weights/<path>``) and, if the model has a ``write_summaries(step, batch)``
-    method, calls it inside the writer so the component can add its images (activity rasters,
-    predictions vs inputs) and histograms. `summary_batch` is the data batch handed to that hook.
+    (`clock.batch`). Every `image_interval` batches, if the model has a
+    ``write_summaries(step, batch)`` method, the callback calls it inside the writer with
+    `summary_batch` so the component writes its images (activity rasters, predictions vs
+    inputs) and histograms (weights, statistics); a model without that hook gets a histogram of
+    every variable (``weights/<path>``) instead.
 
     Args:
       writer: a `tf.summary` writer.
@@ -63,10 +64,12 @@ class BatchSummaries(keras.callbacks.Callback):
 
     def write_images(self, step):
         with self.writer.as_default():
-            write_weight_histograms(self.model, step)
             hook = getattr(self.model, "write_summaries", None)
-            if callable(hook) and self.summary_batch is not None:
-                hook(step, self.summary_batch)
+            if callable(hook):
+                if self.summary_batch is not None:
+                    hook(step, self.summary_batch)
+            else:
+                write_weight_histograms(self.model, step)
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.clock.batch

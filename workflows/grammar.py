@@ -1,0 +1,111 @@
+"""The grammar workflow: RSM learns to predict the next symbol of embedded Reber strings.
+
+This is the paper's first experiment and the README's main job (reference/rsm.md §9.1, §12.2):
+B = 400 parallel streams of embedded Reber strings, each symbol shown as the MNIST glyph of its
+class; one RSM layer (g = 200 groups × c = 6 cells, k = 25, γ = 0.98) and a 500-unit predictor.
+The headline is the test-state accuracy: the accuracy of predicting the second-to-last symbol
+of a string, which only the second symbol, arbitrarily far back, determines. The run stops once
+it has held 99.5% over the last 2000 test predictions, or at its batch limit.
+
+Everything needed ships with the package (the glyphs are the first MNIST training exemplar of
+each digit), so ``pagi run --workflow=grammar`` needs no download. A definition can change the
+grammar (``workflow-options.grammar``: a mapping of states and transitions), the rendering
+(``render``: same, random (needs MNIST), onehot) and the chunk length.
+
+Example:
+
+```python
+from pagi_rsm import definitions
+[config] = definitions.resolve(workflow="grammar", experiment_overrides={"batches": 50})
+results = config.workflow_class(config).run()
+```
+"""
+from pagi_rsm.workflows.workflow import Workflow
+
+# Paper values (reference/rsm.md §12.1 README row, §12.2 definition) in SequenceMemoryStack's
+# hparam names. input_dim and num_classes are derived from the grammar and the rendering.
+PAPER_HPARAMS = {
+    "num_layers": 1,
+    "batch_size": 400,
+    "groups": [200],
+    "cells_per_group": [6],
+    "sparsity": [25],
+    "inhibition_decay": [0.98],
+    "recurrent_decay": [0.0],
+    "predictor_hidden_size": [500],
+    "predictor_nonlinearity": ["none", "none"],
+    "learning_rate": 5e-4,
+    "freq_update_interval": 40,
+    "accuracy_window": 2000,
+}
+
+
+class GrammarWorkflow(Workflow):
+    """Trains a `SequenceMemoryStack` on `make_grammar_dataset` streams (see module docstring).
+
+    Workflow options (besides the base class's): ``grammar`` (None: embedded Reber; or a
+    mapping with ``states`` and ``transitions``, see `pagi_rsm.datasets.grammar`),
+    ``chunk_length`` (time steps per batch), ``render`` ("same", "random", "onehot"),
+    ``mnist_dir`` (MNIST IDX files, for render "random"; "" = default locations).
+    """
+
+    headline_metric = "test_state_accuracy"
+    headline_mode = "max"
+
+    @classmethod
+    def default_experiment_options(cls):
+        return {"component": "sequence_memory_stack", "dataset": "grammar",
+                "batches": 5000, "seed": 1234,
+                "hparams_override": dict(PAPER_HPARAMS)}
+
+    @classmethod
+    def default_options(cls):
+        options = super().default_options()
+        options.update({
+            "grammar": None,
+            "chunk_length": 12,
+            "render": "same",
+            "mnist_dir": "",
+            "checkpoint_interval": 250,
+            "image_interval": 250,
+            "stop_metric": "test_state_accuracy",
+            "stop_target": 0.995,
+            "stop_mode": "max",
+            "stop_window": 2000,
+            "stop_window_metric": "test_state_count",
+        })
+        return options
+
+    @classmethod
+    def complete_config(cls, config):
+        """Derives `input_dim` and `num_classes` from the grammar and the rendering."""
+        from pagi_rsm.datasets.grammar import as_grammar
+        options = config.workflow_options
+        if options["render"] not in ("same", "random", "onehot"):
+            raise ValueError(f"workflow-options.render must be one of same, random, onehot, "
+                             f"got {options['render']!r}")
+        if not isinstance(options["chunk_length"], int) or options["chunk_length"] < 1:
+            raise ValueError(f"workflow-options.chunk_length must be an integer >= 1, got "
+                             f"{options['chunk_length']!r}")
+        try:
+            grammar = as_grammar(options["grammar"])
+        except (ValueError, TypeError, KeyError) as e:
+            raise ValueError(f"workflow-options.grammar is not a valid grammar: {e}") from None
+        derived = {"num_classes": grammar.num_classes,
+                   "input_dim": grammar.num_classes if options["render"] == "onehot" else 784}
+        hparams = config.hparams
+        for key, value in derived.items():
+            if hparams.get(key) is None:
+                hparams[key] = value
+            elif hparams[key] != value:
+                raise ValueError(f"hparams_override.{key} is {hparams[key]} but the dataset "
+                                 f"(grammar, render={options['render']}) gives {value}; "
+                                 f"leave it unset")
+
+    def build_dataset(self, start_batch):
+        dataset, self.meta = self.config.dataset_fn(
+            grammar=self.options["grammar"], batch_size=self.hparams["batch_size"],
+            chunk_length=self.options["chunk_length"], render=self.options["render"],
+            seed=self.config.seed, start_chunk=start_batch,
+            mnist_dir=self.options["mnist_dir"] or None)
+        return dataset
