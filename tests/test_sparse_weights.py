@@ -525,3 +525,18 @@ def test_mixed_float16_forward_matches_float32(rng):
     assert keras.backend.standardize_dtype(out.dtype) == "float16"
     w, mask, b = np.asarray(layer.kernel), np.asarray(layer.kernel_mask), np.asarray(layer.bias)
     np.testing.assert_allclose(_np(out).astype("float32"), x @ (w * mask) + b, atol=2e-2)
+
+
+def test_mixed_float16_fit_keeps_masked_weights_zero(rng):
+    # Under mixed_float16, Keras wraps the optimizer in a LossScaleOptimizer; the inner optimizer
+    # must still apply the mask constraint.
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    layer = SparseDense(5, sparsity=0.6, seed=4)
+    model = keras.Sequential([keras.Input((12,)), layer])
+    model.compile(optimizer=keras.optimizers.AdamW(0.05, weight_decay=0.1), loss="mse")
+    start = np.asarray(layer.kernel)
+    x = rng.standard_normal((16, 12)).astype("float32")
+    model.fit(x, 3.0 + np.zeros((16, 5), "float32"), batch_size=8, epochs=2, verbose=0)
+    kernel, mask = np.asarray(layer.kernel), np.asarray(layer.kernel_mask)
+    assert np.all(kernel[~mask] == 0.0)
+    assert np.all(kernel[mask] != start[mask])
