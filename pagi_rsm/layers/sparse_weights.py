@@ -268,9 +268,12 @@ class SparseDense(_SparseWeightsLayer):
     Input shape: `(batch, ..., in)`. Output shape: `(batch, ..., units)`.
 
     Example:
+    >>> import numpy as np
     >>> layer = SparseDense(64, sparsity=0.9, activation="relu", seed=0)
-    >>> y = layer(np.ones((8, 100), "float32"))  # y.shape == (8, 64)
-    >>> # each of the 64 columns of layer.kernel has exactly 10 non-zeros
+    >>> tuple(layer(np.ones((8, 100), "float32")).shape)
+    (8, 64)
+    >>> set(np.count_nonzero(np.asarray(layer.kernel), axis=0).tolist())  # per output unit
+    {10}
     """
 
     def __init__(self, units, sparsity=None, weight_sparsity=None, activation=None,
@@ -348,9 +351,12 @@ class SparseConv2D(_SparseWeightsLayer):
     `H' = ceil(H / sh)` for "same" and `floor((H - (kh - 1) * dh - 1) / sh) + 1` for "valid".
 
     Example:
+    >>> import numpy as np
     >>> conv = SparseConv2D(30, 5, sparsity=0.8, activation="relu", seed=0)
-    >>> y = conv(np.ones((2, 28, 28, 1), "float32"))  # y.shape == (2, 24, 24, 30)
-    >>> # each filter keeps round(0.2 * 25) = 5 of its 25 weights
+    >>> tuple(conv(np.ones((2, 28, 28, 1), "float32")).shape)
+    (2, 24, 24, 30)
+    >>> set(np.asarray(conv.kernel_mask).reshape(-1, 30).sum(axis=0).tolist())  # 0.2 * 25
+    {5}
     """
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1,
