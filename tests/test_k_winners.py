@@ -194,10 +194,14 @@ def test_matches_numpy_reference(local, break_ties, relu):
 
 
 @pytest.mark.parametrize("k", range(1, 8))
-def test_kth_largest_both_branches(k):
-    values = np.array([[3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0], [0.0] * 7], "float32")
+def test_kth_largest_nth_element_and_xla_top_k(k):
+    # Eager / tf.function use NthElement; XLA uses top_k of values (k <= n - k + 1) or of -values.
+    values = np.array([[3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0], [0.0] * 7, [-1.0] * 6 + [2.0]],
+                      "float32")
     want = -np.sort(-values, axis=-1)[:, k - 1:k]
     np.testing.assert_array_equal(_np(kw_ops.kth_largest(tf.constant(values), k)), want)
+    xla = tf.function(lambda v: kw_ops.kth_largest(v, k), jit_compile=True)
+    np.testing.assert_array_equal(_np(xla(tf.constant(values))), want)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,143 @@
+"""Training-step cost of the sparse layers against their dense counterparts, measured side by side.
+
+Each case compares a model with a sparse layer against the same model with the dense layer it
+replaces, on one training step (forward + backward + Adam update) compiled with `tf.function`
+(graph mode, `jit_compile=False`: the CPU path). Variants are interleaved (each repetition runs
+every variant, in a rotating order), timed after warm-up, and summarised by the median ms per step;
+the ratio is sparse / dense from the same run, so machine noise affects both sides alike.
+
+Cases (targets from the project brief):
+
+* ``dense_kwinners``: Dense(2048) -> KWinners(percent_on=0.05) vs Dense(2048) -> ReLU, batch 256,
+  input 2048; target <= 1.15x.
+* ``conv_kwinners2d_local`` / ``conv_kwinners2d_global``: Conv2D(64, 3x3, same) -> KWinners2D
+  (percent_on=0.1, local / global) vs Conv2D(64) -> ReLU, batch 64, 32x32x64 input; target <= 1.5x.
+* ``sparse_dense``: SparseDense(2048, sparsity=0.9) vs Dense(2048), batch 256, input 2048;
+  target <= 1.2x.
+
+Usage::
+
+    python benchmarks/sparse_layers.py --repeats 7 --steps 3
+    python benchmarks/sparse_layers.py --cases dense_kwinners sparse_dense
+"""
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from pagi_rsm.layers import KWinners, KWinners2D, SparseDense  # noqa: E402
+
+
+def _dense_relu():
+    return keras.Sequential([keras.Input((2048,)), keras.layers.Dense(2048),
+                             keras.layers.ReLU()])
+
+
+def _dense_kwinners():
+    return keras.Sequential([keras.Input((2048,)), keras.layers.Dense(2048),
+                             KWinners(percent_on=0.05)])
+
+
+def _conv(head):
+    return lambda: keras.Sequential([keras.Input((32, 32, 64)),
+                                     keras.layers.Conv2D(64, 3, padding="same"), head()])
+
+
+def _plain_dense():
+    return keras.Sequential([keras.Input((2048,)), keras.layers.Dense(2048)])
+
+
+def _sparse_dense():
+    return keras.Sequential([keras.Input((2048,)), SparseDense(2048, sparsity=0.9)])
+
+
+# name -> (batch, input shape, [(variant, model factory)], target ratio); the first variant is
+# the baseline, the second the sparse layer.
+CASES = {
+    "dense_kwinners": (256, (2048,), [("dense+relu", _dense_relu),
+                                      ("dense+kwinners", _dense_kwinners)], 1.15),
+    "conv_kwinners2d_local": (64, (32, 32, 64), [
+        ("conv+relu", _conv(keras.layers.ReLU)),
+        ("conv+kwinners2d_local", _conv(lambda: KWinners2D(percent_on=0.1, local=True)))], 1.5),
+    "conv_kwinners2d_global": (64, (32, 32, 64), [
+        ("conv+relu", _conv(keras.layers.ReLU)),
+        ("conv+kwinners2d_global", _conv(lambda: KWinners2D(percent_on=0.1, local=False)))],
+        1.5),
+    "sparse_dense": (256, (2048,), [("dense", _plain_dense),
+                                    ("sparse_dense(0.9)", _sparse_dense)], 1.2),
+}
+
+
+def make_step(model):
+    """One compiled training step: forward, MSE to zeros, backward, Adam update."""
+    optimizer = keras.optimizers.Adam(1e-4)
+
+    @tf.function(jit_compile=False)
+    def step(x):
+        with tf.GradientTape() as tape:
+            out = model(x, training=True)
+            loss = tf.reduce_mean(tf.square(out))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    return step
+
+
+def run_case(name, repeats, steps, warmup):
+    batch, shape, variants, target = CASES[name]
+    keras.utils.set_random_seed(0)
+    x = tf.constant(np.random.default_rng(0).standard_normal((batch,) + shape), tf.float32)
+    fns = []
+    for label, factory in variants:
+        step = make_step(factory())
+        for _ in range(warmup):
+            step(x).numpy()
+        fns.append((label, step))
+    times = {label: [] for label, _ in fns}
+    for rep in range(repeats):
+        shift = rep % len(fns)
+        for label, step in fns[shift:] + fns[:shift]:  # rotate the order every repetition
+            start = time.perf_counter()
+            for _ in range(steps):
+                loss = step(x)
+            loss.numpy()  # wait for the last step
+            times[label].append((time.perf_counter() - start) / steps * 1e3)
+    medians = [statistics.median(times[label]) for label, _ in fns]
+    return [(name, fns[0][0], medians[0], label, m, m / medians[0], target)
+            for (label, _), m in zip(fns[1:], medians[1:])]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=7,
+                        help="interleaved repetitions per variant (median taken); default 7")
+    parser.add_argument("--steps", type=int, default=3,
+                        help="training steps timed per repetition; default 3")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")
+    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES))
+    args = parser.parse_args(argv)
+    print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}; tf.function (jit off), "
+          f"repeats={args.repeats}, steps/repeat={args.steps}, warmup={args.warmup}")
+    rows = []
+    for name in args.cases:
+        rows += run_case(name, args.repeats, args.steps, args.warmup)
+    header = (f"{'case':<24} {'baseline':<12} {'ms/step':>8}  {'variant':<24} {'ms/step':>8} "
+              f"{'ratio':>6} {'target':>7}  result")
+    print(header)
+    print("-" * len(header))
+    for name, base, base_ms, label, ms, ratio, target in rows:
+        result = "PASS" if ratio <= target else "MISS"
+        print(f"{name:<24} {base:<12} {base_ms:8.2f}  {label:<24} {ms:8.2f} {ratio:6.3f} "
+              f"{target:6.2f}x  {result}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
