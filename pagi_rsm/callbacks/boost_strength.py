@@ -1,5 +1,6 @@
 """Decay of the k-winners boost strength once per epoch (nupic.torch `update_boost_strength`)."""
 import keras
+import tensorflow as tf  # noqa: F401 (used by the docstring example)
 
 from pagi_rsm.layers.k_winners import KWinners, KWinners2D
 
@@ -31,7 +32,13 @@ class BoostStrengthDecay(keras.callbacks.Callback):
     the callback was created are covered.
 
     Example:
-      >>> model.fit(x, y, epochs=10, callbacks=[pagi_rsm.callbacks.BoostStrengthDecay()])
+      >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8),
+      ...                           KWinners(percent_on=0.25, boost_strength_factor=0.5)])
+      >>> model.compile(optimizer="sgd", loss="mse")
+      >>> x = tf.ones((4, 8))
+      >>> _ = model.fit(x, x, epochs=2, verbose=0, callbacks=[BoostStrengthDecay()])
+      >>> float(model.layers[-1].boost_strength.numpy())  # 1.0 * 0.5 ** 2
+      0.25
     """
 
     def on_epoch_end(self, epoch, logs=None):

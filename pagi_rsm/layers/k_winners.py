@@ -60,7 +60,6 @@ class _KWinnersBase(keras.layers.Layer):
         self.n = None
         self.k = None
         self.k_inference = None
-        self.supports_masking = False
 
     def _make_state(self, duty_cycle_shape):
         # Statistics of the forward pass. Under tf.distribute every replica computes the same
@@ -192,9 +191,11 @@ class KWinners(_KWinnersBase):
     `boost_strength` `()` float32.
 
     Example:
-      >>> layer = KWinners(percent_on=0.25, boost_strength=0.0)
-      >>> layer(np.array([[0.5, -1.0, 2.0, 1.0]], "float32"), training=True).numpy()
+      >>> layer = KWinners(percent_on=0.25, boost_strength=0.0)  # n=4: k=1, k_inference=1
+      >>> layer(tf.constant([[0.5, -1.0, 2.0, 1.0]]), training=True).numpy()
       array([[0., 0., 2., 0.]], dtype=float32)
+      >>> layer.duty_cycles.numpy()  # running mean of output > 0 over the samples seen
+      array([0., 0., 1., 0.], dtype=float32)
     """
 
     def build(self, input_shape):
@@ -266,7 +267,7 @@ class KWinners2D(_KWinnersBase):
 
     Example:
       >>> layer = KWinners2D(percent_on=0.5, local=True, boost_strength=0.0)
-      >>> x = np.array([[[[1.0, 3.0, 2.0, 0.0]]]], "float32")  # [1, 1, 1, 4]
+      >>> x = tf.constant([[[[1.0, 3.0, 2.0, 0.0]]]])  # [1, 1, 1, 4]: k = 2 of 4 channels
       >>> layer(x, training=True).numpy()
       array([[[[0., 3., 2., 0.]]]], dtype=float32)
     """
