@@ -222,7 +222,12 @@ class SequenceMemoryStack(keras.Model):
     def checkpoint_items(self):
         """Trackables to put in a `tf.train.Checkpoint`: the model (weights, stream state,
         statistics) and every optimiser."""
-        items = {"model": self, "predictor_optimizer": self.predictor_optimizer}
+        # Keras 3 layers held in Python lists are not TF-trackable children, so the model
+        # object alone would checkpoint only some of its variables: list every weight by path.
+        weights = {w.path.replace("/", "."): w for w in self.weights}
+        if len(weights) != len(self.weights):
+            raise RuntimeError("weight paths of the model are not unique")
+        items = {"weights": weights, "predictor_optimizer": self.predictor_optimizer}
         items.update({f"memory_optimizer_{l}": o for l, o in enumerate(self.memory_optimizers)})
         return items
 
@@ -379,15 +384,12 @@ class SequenceMemoryStack(keras.Model):
             usage.assign_add(ops.cast(count, "float32"))
         self.usage_steps.assign_add(float(steps))
 
-        def update():
-            for cell, usage in zip(self.cells, self.usage):
-                cell.update_frequency(usage, self.usage_steps * streams,
-                                      self.hparams["freq_learning_rate"])
-                usage.assign(ops.zeros_like(usage))
-            self.usage_steps.assign(0.0)
-            return tf.constant(True)
-
-        tf.cond(self.usage_steps >= interval, update, lambda: tf.constant(False))
+        due = self.usage_steps >= interval
+        for cell, usage in zip(self.cells, self.usage):
+            cell.update_frequency(usage, self.usage_steps * streams,
+                                  self.hparams["freq_learning_rate"], when=due)
+            usage.assign(ops.where(due, ops.zeros_like(usage), usage))
+        self.usage_steps.assign(ops.where(due, 0.0, self.usage_steps))
 
     def _logs(self):
         rate, count = self.test_state_window.result()

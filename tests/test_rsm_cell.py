@@ -235,3 +235,35 @@ def test_wrong_input_rank_is_a_clear_error():
     cell = RSMCell(groups=G, cells_per_group=C, sparsity=K)
     with pytest.raises(ValueError, match="rank 2"):
         cell.build((None, 3, D))
+
+
+def test_sparse_recurrent_path_equals_dense():
+    kwargs = dict(groups=10, cells_per_group=3, sparsity=2, inhibition_decay=0.6,
+                  use_recurrent_bias=True)
+    dense = RSMCell(recurrent_path="dense", **kwargs)
+    sparse = RSMCell(recurrent_path="sparse", **kwargs)
+    assert sparse.uses_sparse_recurrent_path and not dense.uses_sparse_recurrent_path
+    dense.build((None, D))
+    sparse.build((None, D))
+    sparse.set_weights(dense.get_weights())
+    xs = tf.constant(np.random.default_rng(5).uniform(size=(8, B, D)).astype("float32"))
+    states_d = [tf.zeros((B, s)) for s in dense.state_size]
+    states_s = list(states_d)
+    for t in range(8):
+        with tf.GradientTape(persistent=True) as tape:
+            out_d = dense.step(xs[t], states_d)
+            out_s = sparse.step(xs[t], states_s)
+            loss_d = tf.reduce_sum((out_d.decoding - xs[t]) ** 2)
+            loss_s = tf.reduce_sum((out_s.decoding - xs[t]) ** 2)
+        np.testing.assert_array_equal(out_d.mask, out_s.mask)
+        np.testing.assert_allclose(out_d.encoding, out_s.encoding, atol=1e-6)
+        g_d = tape.gradient(loss_d, dense.recurrent_kernel)
+        g_s = tf.convert_to_tensor(tape.gradient(loss_s, sparse.recurrent_kernel))
+        np.testing.assert_allclose(g_d, g_s, atol=1e-5)
+        states_d, states_s = out_d.states, out_s.states
+
+
+def test_sparse_path_rejects_a_trace():
+    with pytest.raises(ValueError, match="recurrent_path"):
+        RSMCell(groups=G, cells_per_group=C, sparsity=K, recurrent_decay=0.5,
+                recurrent_path="sparse")

@@ -407,16 +407,19 @@ class RSMCell(keras.layers.Layer):
         return output, result.states
 
     # ------------------------------------------------------------------ statistics
-    def update_frequency(self, usage, slots, learning_rate=0.1):
+    def update_frequency(self, usage, slots, learning_rate=0.1, when=True):
         """EMA update of the cell win frequency (and boost) from a usage count (rsm.md §4).
 
         Args:
           usage: [n] number of wins of each cell over the counted steps.
           slots: number of (sample, step) slots counted.
           learning_rate: a, freq ← a·usage/slots + (1 − a)·freq.
+          when: boolean (tensor); False leaves the statistics unchanged. A select rather than
+            a `tf.cond`, so it is safe inside a replica under `tf.distribute`.
         """
-        observed = ops.cast(usage, "float32") / ops.cast(slots, "float32")
+        observed = ops.cast(usage, "float32") / ops.maximum(ops.cast(slots, "float32"), 1.0)
         frequency = learning_rate * observed + (1.0 - learning_rate) * self.frequency
+        frequency = ops.where(when, frequency, self.frequency)
         self.frequency.assign(frequency)
         if self.boost_factor > 0:
             self.boost.assign(rsm_ops.boost_from_frequency(

@@ -32,6 +32,7 @@ class WindowedRate(keras.layers.Layer):
                                       initializer="zeros", **kw)
         self.position = self.add_weight(name="position", shape=(), dtype="int32",
                                         initializer="zeros", **kw)
+        self.built = True  # all weights exist: nothing to build from inputs
 
     def update(self, successes, events):
         successes, events = replica_sum([tf.cast(tf.reduce_sum(successes), tf.float32),

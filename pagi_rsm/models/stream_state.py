@@ -35,6 +35,7 @@ class StreamState(keras.layers.Layer):
             self.add_weight(name=f"state_{i}", shape=(streams, size), initializer="zeros",
                             trainable=False, aggregation="sum", autocast=False)
             for i, size in enumerate(self.sizes)]
+        self.built = True  # all weights exist: nothing to build from inputs
 
     def _rows(self, batch):
         replica, replicas = replica_slot()
