@@ -7,10 +7,13 @@ hook. `toy_dataset` yields the RSM dataset dicts {inputs [B,T,D], labels [B,T], 
 test [B,T]} from (seed, batch index) alone, so `start_batch` fast-forwards exactly.
 
 Used by name from definitions: ``workflow: tests.toy_workflow.ToyWorkflow`` (run from the
-repository root).
+repository root). `run_pagi` runs the real `pagi` command in a subprocess.
 """
 import os
+import pathlib
 import signal
+import subprocess
+import sys
 
 import keras
 import tensorflow as tf
@@ -18,20 +21,36 @@ import tensorflow as tf
 from pagi_rsm.callbacks.tensorboard_summaries import write_weight_histograms
 from pagi_rsm.workflows.workflow import Workflow
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TOY = "tests.toy_workflow.ToyWorkflow"
+
+
+def run_pagi(*args, cwd=REPO, timeout=600):
+    """Runs `python -m pagi_rsm.cli ARGS` (what the `pagi` script runs) in a subprocess."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-m", "pagi_rsm.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
 
 def toy_dataset(batch_size=8, time_steps=4, symbols=4, seed=0, start_batch=0):
-    """Infinite dataset of one-hot symbol streams; the label of step t is the symbol at t-1.
+    """Infinite dataset of B random symbol streams, one-hot, labelled with the symbol itself.
 
-    Batch i depends only on (seed, i).
+    Stream b's symbol at time g depends only on (seed, g), so batch i depends only on (seed, i)
+    and `start_batch` fast-forwards exactly. `reset` is 1 at ~5% of the steps.
     """
+    def symbols_at(g):
+        key = tf.stack([tf.cast(seed, tf.int64), g])
+        return tf.random.stateless_uniform([batch_size], seed=key, minval=0, maxval=symbols,
+                                           dtype=tf.int32)
+
     def make(i):
-        key = tf.stack([tf.cast(seed, tf.int64), i])
-        ids = tf.random.stateless_uniform([batch_size, time_steps + 1], seed=key, minval=0,
-                                          maxval=symbols, dtype=tf.int32)
-        reset = tf.cast(tf.random.stateless_uniform([batch_size, time_steps], seed=key + 1)
-                        < 0.1, tf.float32)
-        return {"inputs": tf.one_hot(ids[:, 1:], symbols),
-                "labels": ids[:, :-1],
+        times = i * time_steps + tf.range(time_steps, dtype=tf.int64)
+        ids = tf.transpose(tf.map_fn(symbols_at, times, fn_output_signature=tf.int32))
+        key = tf.stack([tf.cast(seed, tf.int64) + 1, i])
+        reset = tf.cast(tf.random.stateless_uniform([batch_size, time_steps], seed=key) < 0.05,
+                        tf.float32)
+        return {"inputs": tf.one_hot(ids, symbols),
+                "labels": ids,
                 "reset": reset,
                 "test": tf.ones([batch_size, time_steps])}
     return tf.data.Dataset.counter(start=start_batch, dtype=tf.int64).map(make)
@@ -39,7 +58,7 @@ def toy_dataset(batch_size=8, time_steps=4, symbols=4, seed=0, start_batch=0):
 
 @keras.saving.register_keras_serializable(package="pagi_rsm_tests")
 class ToyStream(keras.Model):
-    """h_t = tanh(x_t W + h_{t-1} U) per stream; predicts the previous symbol from h_t.
+    """h_t = tanh(x_t W + h_{t-1} U) per stream; predicts the current symbol from h_t.
 
     The state h is a non-trainable variable [batch_size, units] carried across batches (when
     `stateful`), zeroed per sample where `reset` is 1. `nan_after` > 0 makes the loss NaN from
@@ -101,8 +120,8 @@ class ToyStream(keras.Model):
             loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
                 data["labels"], logits, from_logits=True))
             if self.nan_after:
-                poison = tf.cast(self.optimizer.iterations >= self.nan_after, loss.dtype)
-                loss = loss + poison * tf.constant(float("nan"), loss.dtype)
+                loss = tf.where(self.optimizer.iterations >= self.nan_after,
+                                tf.constant(float("nan"), loss.dtype), loss)
             scaled = loss / replicas
         grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))

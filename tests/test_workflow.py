@@ -1,0 +1,199 @@
+"""Workflow base class: training, checkpoints and resume (after SIGKILL), NaN stop, early stop at
+a target, determinism, MirroredStrategy == one device, summaries. Uses the tiny toy workflow of
+tests/toy_workflow.py; the grammar workflow with the real RSM stack is covered by slow tests."""
+import json
+import shutil
+import signal
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pagi_rsm import definitions
+from pagi_rsm.workflows.workflow import format_summary
+from tests.toy_workflow import TOY, ToyStream, run_pagi
+
+
+@pytest.fixture(autouse=True)
+def _restore_op_determinism():
+    """Workflows enable TF op determinism process-wide; switch it back off after each test."""
+    from tensorflow.python.framework import config as tf_config
+    was = tf_config.is_op_determinism_enabled()
+    yield
+    if not was:
+        tf_config.disable_op_determinism()
+
+
+def toy_config(tmp_path, name="run", hparams=None, options=None, **experiment):
+    experiment.setdefault("summary_dir", str(tmp_path / name))
+    [config] = definitions.resolve(workflow=TOY, experiment_overrides=experiment,
+                                   hparams_overrides=hparams or {},
+                                   workflow_option_overrides=options or {})
+    return config
+
+
+def run_toy(tmp_path, name="run", **kwargs):
+    config = toy_config(tmp_path, name, **kwargs)
+    workflow = config.workflow_class(config)
+    return workflow, workflow.run()
+
+
+def test_run_writes_results_checkpoints_and_definition(tmp_path):
+    workflow, results = run_toy(tmp_path, batches=12)
+    summary = tmp_path / "run"
+    assert results["status"] == "completed" and results["batches"] == 12
+    on_disk = json.loads((summary / "results.json").read_text())
+    assert on_disk["headline"]["metric"] == "accuracy"
+    assert on_disk["headline"]["value"] == pytest.approx(results["metrics"]["accuracy"])
+    assert set(on_disk["metrics"]) == {"loss", "accuracy"}
+    assert on_disk["versions"]["tensorflow"] == tf.__version__
+    assert on_disk["options"]["experiment-options"]["batches"] == 12
+    assert on_disk["wall_time_s"] > 0
+    # checkpoints every 5 batches and at the end; max_to_keep 3
+    ckpts = sorted(p.name for p in (summary / "checkpoints").glob("ckpt-*.index"))
+    assert ckpts == ["ckpt-10.index", "ckpt-12.index", "ckpt-5.index"]
+    assert results["last_checkpoint"].endswith("ckpt-12")
+    written = definitions.load(str(summary / "definition.yaml"))
+    assert written["experiment-options"]["hparams_override"]["units"] == 12
+    assert "status      completed" in format_summary(results)
+
+
+def test_stream_state_and_optimizer_state_are_checkpointed(tmp_path):
+    workflow, _ = run_toy(tmp_path, batches=5)
+    reader = tf.train.load_checkpoint(str(tmp_path / "run" / "checkpoints" / "ckpt-5"))
+    names = reader.get_variable_to_shape_map()
+    assert any("state" in n and n.startswith("model/") for n in names)   # stream state
+    assert any("optimizer" in n and "iterations" in n or "iteration" in n for n in names)
+    assert reader.get_tensor("run_state/batch/.ATTRIBUTES/VARIABLE_VALUE") == 5
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 18-batch toy run (seed 7), shared by the resume tests."""
+    _, results = run_toy(tmp_path_factory.mktemp("reference"), batches=18)
+    return results
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, reference):
+    # A `pagi run` killed with SIGKILL at batch 13 (last checkpoint: batch 10), then resumed
+    # with --checkpoint (the summary directory comes from the checkpoint's run.json).
+    killed = run_pagi("run", f"--workflow={TOY}", "--batches=18",
+                      f"--summary_dir={tmp_path / 'cut'}", "--workflow_options={kill_at_batch: 13}")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (tmp_path / "cut" / "results.json").exists()
+    resumed = run_pagi("run", f"--workflow={TOY}", "--batches=18",
+                       f"--checkpoint={tmp_path / 'cut' / 'checkpoints'}")
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads((tmp_path / "cut" / "results.json").read_text())
+    assert result["resumed_from"] == 10 and result["batches"] == 18
+    assert result["metrics"] == reference["metrics"]   # bit-identical (same seed, determinism)
+    assert reference["metrics"]["loss"] is not None
+
+
+def test_resume_off_grid_and_without_restore(tmp_path, reference):
+    # A run that ended at batch 12 (checkpoints every 5: its last one is off the epoch grid),
+    # extended to 18: the first fit finishes the epoch 12..15, then it continues on the grid.
+    run_toy(tmp_path, "a", batches=12)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    _, extended = run_toy(tmp_path, "a", batches=18)
+    assert extended["resumed_from"] == 12 and extended["batches"] == 18
+    assert extended["metrics"] == reference["metrics"]
+    # The check can fail: restoring into a throwaway model (so the resumed run starts from a
+    # fresh model and fresh streams) gives other metrics.
+    config = toy_config(tmp_path, "b", batches=18)
+    workflow = config.workflow_class(config)
+    restore = workflow.restore
+    workflow.restore = lambda model: restore(ToyStream(**config.hparams))
+    fresh = workflow.run()
+    assert fresh["resumed_from"] == 12 and fresh["batches"] == 18
+    assert fresh["metrics"] != reference["metrics"]
+
+
+def test_same_seed_same_metrics_other_seed_differs(tmp_path):
+    _, a = run_toy(tmp_path, "a", batches=3, seed=3)
+    _, b = run_toy(tmp_path, "b", batches=3, seed=3)
+    _, c = run_toy(tmp_path, "c", batches=3, seed=4)
+    assert a["metrics"] == b["metrics"]
+    assert a["metrics"] != c["metrics"]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    # The loss is NaN from optimizer step 7 on, i.e. at batch 8; checkpoints every 5.
+    workflow, results = run_toy(tmp_path, batches=20, hparams={"nan_after": 7})
+    assert results["status"] == "nan"
+    assert results["nan_loss"] == "loss"
+    assert "loss 'loss' became nan at batch 8" in results["message"]
+    assert results["batches"] == 8
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("ckpt-*.index"))
+    assert ckpts == ["ckpt-5.index"]
+    assert results["last_checkpoint"].endswith("ckpt-5")
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "nan"
+
+
+def test_stop_at_target_held_over_window(tmp_path):
+    options = {"stop_metric": "accuracy", "stop_target": 0.8, "stop_window": 3,
+               "checkpoint_interval": 10}
+    _, results = run_toy(tmp_path, batches=300, options=options,
+                         hparams={"learning_rate": 0.1})
+    assert results["status"] == "target_reached", results["message"]
+    assert results["batches"] < 300
+    assert results["metrics"]["accuracy"] >= 0.8
+    assert results["headline"]["target"]["value"] == 0.8
+    # the final checkpoint is the batch where it stopped
+    assert results["last_checkpoint"].endswith(f"ckpt-{results['batches']}")
+
+
+def test_stop_at_target_window_metric_must_be_full(tmp_path):
+    from pagi_rsm.callbacks.stop_at_target import StopAtTarget
+
+    class Model:
+        stop_training = False
+    stop = StopAtTarget("acc", 0.99, window=2000, window_metric="count")
+    stop.set_model(Model())
+    stop.on_train_batch_end(0, {"acc": 1.0, "count": 1999.0})
+    assert not stop.reached
+    stop.on_train_batch_end(1, {"acc": 0.98, "count": 2000.0})
+    assert not stop.reached
+    stop.on_train_batch_end(2, {"acc": 0.995, "count": 2000.0})
+    assert stop.reached and stop.batch == 3 and stop.model.stop_training
+
+
+def test_mirrored_equals_one_device(tmp_path):
+    if len(tf.config.list_logical_devices("CPU")) < 2:
+        pytest.skip("needs 2 logical CPU devices (tests/conftest.py)")
+    hparams = {"stateful": False}
+    w1, one = run_toy(tmp_path, "one", batches=6, hparams=hparams)
+    w2, two = run_toy(tmp_path, "two", batches=6, hparams=hparams, distribution="mirrored")
+    assert w1.strategy.num_replicas_in_sync == 1
+    assert w2.strategy.num_replicas_in_sync == 2
+    for key in ("loss", "accuracy"):
+        np.testing.assert_allclose(two["metrics"][key], one["metrics"][key], rtol=1e-5,
+                                   atol=1e-6)
+    a = tf.train.load_checkpoint(one["last_checkpoint"])
+    b = tf.train.load_checkpoint(two["last_checkpoint"])
+    for name in a.get_variable_to_shape_map():
+        if name.startswith("model/") and "w_" in name and "OPTIMIZER" not in name:
+            np.testing.assert_allclose(b.get_tensor(name), a.get_tensor(name), rtol=1e-5,
+                                       atol=1e-6, err_msg=name)
+
+
+def test_summaries_have_scalars_images_histograms_text_hparams(tmp_path):
+    from tensorboard.backend.event_processing import event_accumulator as ea
+    run_toy(tmp_path, batches=5)
+    acc = ea.EventAccumulator(str(tmp_path / "run"), size_guidance={ea.TENSORS: 0})
+    acc.Reload()
+    plugin = {tag: acc.SummaryMetadata(tag).plugin_data.plugin_name
+              for tag in acc.Tags()["tensors"]}
+    assert plugin["train/loss"] == "scalars" and plugin["train/accuracy"] == "scalars"
+    assert [e.step for e in acc.Tensors("train/loss")] == [1, 2, 3, 4, 5]
+    assert plugin["activity/state"] in ("images", "histograms")
+    assert any(t.startswith("weights/") and p == "histograms" for t, p in plugin.items())
+    assert plugin["definition"] == "text"
+    assert "hparams" in plugin.values()
+    text = acc.Tensors("definition")[0].tensor_proto.string_val[0].decode()
+    assert "units: 12" in text
+
+
+def test_evaluate_batches(tmp_path):
+    _, results = run_toy(tmp_path, batches=5, options={"evaluate_batches": 2})
+    assert set(results["evaluation"]) == {"accuracy"}
