@@ -255,7 +255,8 @@ def main(argv=None):
             return _error(f"unknown command {command!r}; commands: {', '.join(COMMANDS)}")
         print(help_text(command))
         return EXIT_OK
-    FLAGS.unparse_flags()
+    if FLAGS.is_parsed():  # main() called again in one process (tests)
+        FLAGS.unparse_flags()
     try:
         rest = FLAGS([argv[0]] + args)
     except flags.Error as e:
