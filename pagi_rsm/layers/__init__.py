@@ -13,3 +13,5 @@ from pagi_rsm.layers.rsm_cell import RSMCell  # noqa: E402
 __all__ += ["RSMCell"]
 from pagi_rsm.layers.fast_weights import FastWeightsCell, FastWeightsRNNLN  # noqa: E402
 __all__ += ["FastWeightsCell", "FastWeightsRNNLN"]
+from pagi_rsm.layers.layer_norm_gru import LayerNormGRUCell  # noqa: E402
+__all__ += ["LayerNormGRUCell"]

@@ -14,6 +14,7 @@ Two exact forms of the same memory:
   every hidden state written so far (``L >= t + 1``); an older state pushed out of a full history
   is dropped, i.e. its term (weight ``<= decay^L``) is truncated.
 """
+import numpy as np
 from keras import ops
 
 
@@ -35,7 +36,7 @@ def update_fast_weights(fast_weights, hidden, decay, fast_learning_rate):
 
 def apply_fast_weights(fast_weights, hidden):
     """``A h`` for each sample: `[B, H, H]` x `[B, H]` -> `[B, H]`."""
-    return ops.einsum("bij,bj->bi", fast_weights, hidden)
+    return ops.squeeze(ops.matmul(fast_weights, hidden[:, :, None]), -1)
 
 
 def push_history(history, hidden):
@@ -56,14 +57,15 @@ def history_weights(length, decay, fast_learning_rate, dtype="float32"):
 
     The newest slot (``i = length - 1``) has weight `fast_learning_rate`, the one before it
     ``fast_learning_rate * decay`` and so on, which is the coefficient of ``h(tau) h(tau)^T`` in
-    A(t) unrolled from ``A(-1) = 0``.
+    A(t) unrolled from ``A(-1) = 0``. Computed with numpy from Python floats, so in a graph it is
+    a constant.
 
     Returns:
       `[length]` tensor of `dtype`.
     """
-    exponents = ops.cast(ops.arange(length - 1, -1, -1), "float32")
-    weights = fast_learning_rate * ops.power(ops.cast(decay, "float32"), exponents)
-    return ops.cast(weights, dtype)
+    exponents = np.arange(length - 1, -1, -1, dtype=np.float64)
+    weights = float(fast_learning_rate) * np.power(float(decay), exponents)
+    return ops.convert_to_tensor(weights.astype(dtype))
 
 
 def attend_history(history, hidden, weights):
@@ -81,5 +83,6 @@ def attend_history(history, hidden, weights):
     Returns:
       `[B, H]` tensor.
     """
-    scores = ops.einsum("blh,bh->bl", history, hidden) * weights
-    return ops.einsum("bl,blh->bh", scores, history)
+    # Two batched mat-vec products (fewer graph ops than einsum; this runs every step).
+    scores = ops.squeeze(ops.matmul(history, hidden[:, :, None]), -1) * weights
+    return ops.squeeze(ops.matmul(scores[:, None, :], history), 1)

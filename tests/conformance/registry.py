@@ -88,6 +88,8 @@ ENTRIES = [
           lambda: _pagi().FastWeightsCell(6, implementation="attention", max_length=5,
                                           inner_steps=2),
           input_shape=(5, 3), rnn=True, atol=1e-4),
+    Entry("layer_norm_gru", lambda: _pagi().LayerNormGRUCell(6), input_shape=(5, 3), rnn=True,
+          atol=1e-4),
     # --- k-winners (pagi_rsm/layers/k_winners.py) ---
     Entry("kwinners_boost", lambda: _pagi().KWinners(percent_on=0.25, boost_strength=1.5),
           input_shape=(16,)),
