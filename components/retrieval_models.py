@@ -21,15 +21,15 @@ each replica's partial gradient). Calling `compile()` with no optimizer gives Ad
 model's `learning_rate`, sparse categorical cross-entropy and accuracy.
 
 Example:
+  >>> import numpy as np
   >>> model = build_model("fast_weights", units=20)
   >>> model.compile()
-  >>> model(np.zeros((2, 11, 37), "float32")).shape
-  TensorShape([2, 10])
+  >>> tuple(model(np.zeros((2, 11, 37), "float32")).shape)
+  (2, 10)
 """
 import numbers
 
 import keras
-import numpy as np  # noqa: F401  (used in the docstring example)
 import tensorflow as tf
 
 from pagi_rsm.datasets.associative_retrieval import NUM_CLASSES, NUM_SYMBOLS

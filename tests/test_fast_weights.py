@@ -292,3 +292,16 @@ def test_fast_weight_ops_agree(rng):
                             for i in range(length)) for b in range(batch)])
     np.testing.assert_allclose(direct, by_hand, atol=1e-5)
     np.testing.assert_allclose(via_attention, by_hand, atol=1e-5)
+
+
+def test_docstring_examples():
+    import doctest
+
+    import pagi_rsm.components.retrieval_models as models_module
+    import pagi_rsm.datasets.associative_retrieval as data_module
+    import pagi_rsm.layers.fast_weights as layer_module
+    import pagi_rsm.layers.layer_norm_gru as gru_module
+    import pagi_rsm.ops.layer_norm as ln_module
+    for module in (layer_module, gru_module, ln_module, data_module, models_module):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__

@@ -22,8 +22,13 @@ entirely, which is inherent to the task.
 
 Example:
   >>> tokens, targets = generate(3, pairs=4, seed=0)
-  >>> decode(tokens[0])  # doctest: +SKIP
+  >>> tokens.shape, targets.shape
+  ((3, 11), (3,))
+  >>> decode(encode("c9k8j3f1??c"))
   'c9k8j3f1??c'
+  >>> text = decode(tokens[0]); answer = text[text.index(text[-1]) + 1]
+  >>> answer == decode_target(targets[0])
+  True
 """
 import numpy as np
 

@@ -111,7 +111,7 @@ class FastWeightsCell(keras.layers.Layer):
       >>> import numpy as np, keras
       >>> cell = FastWeightsCell(8, implementation="attention", max_length=11)
       >>> rnn = keras.layers.RNN(cell)
-      >>> rnn(np.zeros((2, 11, 37), "float32")).shape
+      >>> tuple(rnn(np.zeros((2, 11, 37), "float32")).shape)
       (2, 8)
     """
 

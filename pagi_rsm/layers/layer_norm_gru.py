@@ -48,7 +48,7 @@ class LayerNormGRUCell(keras.layers.Layer):
     Example:
       >>> import numpy as np, keras
       >>> rnn = keras.layers.RNN(LayerNormGRUCell(8))
-      >>> rnn(np.zeros((2, 11, 37), "float32")).shape
+      >>> tuple(rnn(np.zeros((2, 11, 37), "float32")).shape)
       (2, 8)
     """
 

@@ -29,7 +29,7 @@ def layer_norm(x, gain=None, bias=None, epsilon=1e-5):
     Example:
       >>> import numpy as np
       >>> y = layer_norm(np.array([[1.0, 2.0, 3.0]], "float32"))
-      >>> np.round(np.asarray(y), 3).tolist()
+      >>> np.round(np.asarray(y, "float64"), 3).tolist()
       [[-1.225, 0.0, 1.225]]
     """
     x = ops.convert_to_tensor(x)
