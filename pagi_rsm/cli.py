@@ -198,6 +198,15 @@ def _resolve_from_flags():
                                                              "--workflow_options"))
 
 
+def _requested_distribution():
+    """--distribution, else the definition file's (read without starting TensorFlow)."""
+    if FLAGS.distribution:
+        return FLAGS.distribution
+    if FLAGS.definition:
+        return definitions.load(FLAGS.definition)["experiment-options"].get("distribution")
+    return None
+
+
 def command_list():
     kinds = {"workflow": "Workflows (pagi run --workflow=NAME)",
              "component": "Components (experiment-options.component)",
@@ -236,6 +245,12 @@ def command_run():
             runtime.configure_logical_cpus(FLAGS.logical_cpus)
         except ValueError as e:
             raise UsageError(f"--logical_cpus: {e}") from None
+    if _requested_distribution() == "multi_worker":
+        # MultiWorkerMirroredStrategy must exist before TensorFlow's runtime starts.
+        try:
+            runtime.make_strategy("multi_worker")
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     configs = _resolve_from_flags()  # raises DefinitionError before anything starts
     from pagi_rsm.workflows.workflow import STATUS_EXIT_CODES, run_all
     results = run_all(configs)

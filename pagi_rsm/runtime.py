@@ -16,7 +16,7 @@ last bits.
 Distribution. `make_strategy("mirrored")` mirrors the model on every GPU, or on every logical CPU
 device when there is no GPU (configure several with `configure_logical_cpus` to test on a CPU).
 `make_strategy("multi_worker")` builds `tf.distribute.MultiWorkerMirroredStrategy`, which reads
-the cluster from the `TF_CONFIG` environment variable; see the README ("Running on a cluster").
+the cluster from the `TF_CONFIG` environment variable; see docs/running.md ("Distribution").
 """
 import datetime
 import json
@@ -25,6 +25,7 @@ import platform
 import sys
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
+_MULTI_WORKER = None
 
 
 def configure_logical_cpus(count):
@@ -87,10 +88,16 @@ def make_strategy(kind):
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         return tf.distribute.MirroredStrategy(devices=devices)
     if kind == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError("distribution=multi_worker needs the TF_CONFIG environment "
-                             "variable describing the cluster (see the README)")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        # Collective ops can be configured once per process, before TensorFlow's runtime
+        # starts: the first call (the CLI makes it before anything else) creates the strategy,
+        # later calls reuse it.
+        global _MULTI_WORKER
+        if _MULTI_WORKER is None:
+            if "TF_CONFIG" not in os.environ:
+                raise ValueError("distribution=multi_worker needs the TF_CONFIG environment "
+                                 "variable describing the cluster (see docs/running.md)")
+            _MULTI_WORKER = tf.distribute.MultiWorkerMirroredStrategy()
+        return _MULTI_WORKER
     raise ValueError(f"distribution must be one of {', '.join(STRATEGIES)}, got {kind!r}")
 
 

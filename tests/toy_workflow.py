@@ -25,9 +25,10 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 TOY = "tests.toy_workflow.ToyWorkflow"
 
 
-def run_pagi(*args, cwd=REPO, timeout=600):
-    """Runs `python -m pagi_rsm.cli ARGS` (what the `pagi` script runs) in a subprocess."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+def run_pagi(*args, cwd=REPO, timeout=600, env=None):
+    """Runs `python -m pagi_rsm.cli ARGS` (what the `pagi` script runs) in a subprocess, with
+    the extra environment variables `env`."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
     return subprocess.run([sys.executable, "-m", "pagi_rsm.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
