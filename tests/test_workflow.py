@@ -109,6 +109,21 @@ def test_resume_off_grid_and_without_restore(tmp_path, reference):
     assert fresh["metrics"] != reference["metrics"]
 
 
+def test_resume_with_other_hparams_is_refused(tmp_path, capsys):
+    from pagi_rsm import cli
+    from pagi_rsm.workflows.workflow import ResumeError
+    run_toy(tmp_path, batches=5)
+    config = toy_config(tmp_path, batches=10, hparams={"units": 7})
+    with pytest.raises(ResumeError, match=r"other component settings \(hparams_override.units: "
+                                          r"12 -> 7\)"):
+        config.workflow_class(config).run()
+    status = cli.main(["pagi", "run", f"--workflow={TOY}", "--batches=10",
+                       "--hparams_override={units: 7}",
+                       f"--checkpoint={tmp_path / 'run' / 'checkpoints'}"])
+    assert status == 2
+    assert "pagi: error: the checkpoints in" in capsys.readouterr().err
+
+
 def test_same_seed_same_metrics_other_seed_differs(tmp_path):
     _, a = run_toy(tmp_path, "a", batches=3, seed=3)
     _, b = run_toy(tmp_path, "b", batches=3, seed=3)
@@ -227,6 +242,23 @@ def test_grammar_workflow_runs_and_resumes_exactly(tmp_path):
     plugin = {t: acc.SummaryMetadata(t).plugin_data.plugin_name for t in acc.Tags()["tensors"]}
     assert plugin["train/test_state_accuracy"] == "scalars"
     assert "images" in plugin.values() and "histograms" in plugin.values()
+
+
+@pytest.mark.slow
+def test_grammar_workflow_mirrored_equals_one_device(tmp_path):
+    if len(tf.config.list_logical_devices("CPU")) < 2:
+        pytest.skip("needs 2 logical CPU devices (tests/conftest.py)")
+    metrics = {}
+    for distribution in ("default", "mirrored"):
+        [config] = definitions.resolve(
+            workflow="grammar", hparams_overrides=GRAMMAR_TINY,
+            experiment_overrides={"batches": 3, "distribution": distribution,
+                                  "summary_dir": str(tmp_path / distribution)},
+            workflow_option_overrides={"chunk_length": 6, "image_interval": 3})
+        metrics[distribution] = config.workflow_class(config).run()["metrics"]
+    for key, value in metrics["default"].items():
+        np.testing.assert_allclose(metrics["mirrored"][key], value, rtol=1e-4, atol=1e-5,
+                                   err_msg=key)
 
 
 @pytest.mark.slow

@@ -70,6 +70,10 @@ DEFINITION_FILE = "definition.yaml"
 STATUS_EXIT_CODES = {"completed": 0, "target_reached": 0, "nan": 3, "dataset_exhausted": 4}
 
 
+class ResumeError(definitions.DefinitionError):
+    """A checkpoint directory that this run cannot resume from (nothing was started)."""
+
+
 def _finite_or_none(value):
     try:
         value = float(value)
@@ -206,6 +210,7 @@ class Workflow:
         import tensorflow as tf
         self._started = time.time()
         experiment = self.config.experiment
+        self.check_resumable()
         # Fresh Keras state: layer names (and so TensorBoard tags) are the same in every run.
         keras.backend.clear_session()
         runtime.seed_everything(experiment["seed"], experiment["deterministic"])
@@ -228,6 +233,45 @@ class Workflow:
                      "replicas=%d, jit_compile=%s)", experiment["workflow"], self.summary_dir,
                      self.checkpoint_dir, experiment["distribution"],
                      self.strategy.num_replicas_in_sync, self.jit_compile)
+
+    def check_resumable(self):
+        """Before resuming, compares this run's options with those the checkpoints were made by.
+
+        Raises:
+          ResumeError: the component or its hparams differ (the checkpoint cannot be restored
+            into this model). Other differences (seed, workflow options) are logged as warnings:
+            the run resumes, but is no longer the continuation of the earlier one.
+        """
+        import tensorflow as tf
+        info = os.path.join(self.checkpoint_dir, RUN_INFO_FILE)
+        if not (os.path.exists(info) and tf.train.latest_checkpoint(self.checkpoint_dir)):
+            return
+        with open(info, encoding="utf-8") as f:
+            before = json.load(f)["definition"]
+        now = self.config.as_definition()
+        old_exp, new_exp = before["experiment-options"], now["experiment-options"]
+        problems = []
+        if old_exp.get("component") != new_exp["component"]:
+            problems.append(f"component {old_exp.get('component')!r} -> "
+                            f"{new_exp['component']!r}")
+        old_hp, new_hp = old_exp.get("hparams_override", {}), new_exp["hparams_override"]
+        for key in sorted(set(old_hp) | set(new_hp)):
+            if old_hp.get(key) != new_hp.get(key):
+                problems.append(f"hparams_override.{key}: {old_hp.get(key)!r} -> "
+                                f"{new_hp.get(key)!r}")
+        if problems:
+            raise ResumeError(
+                f"the checkpoints in {self.checkpoint_dir} were written by a run with other "
+                f"component settings ({'; '.join(problems)}); resume with the same hparams or "
+                f"choose another --checkpoint directory")
+        ignored = {"batches", "summary_dir", "checkpoint", "distribution", "jit_compile"}
+        changed = [k for k in new_exp if k not in ignored | {"hparams_override"}
+                   and old_exp.get(k) != new_exp[k]]
+        changed += [f"workflow-options.{k}" for k, v in now["workflow-options"].items()
+                    if before.get("workflow-options", {}).get(k) != v]
+        if changed:
+            logging.warning("resuming with options that differ from the checkpointed run's: "
+                            "%s", ", ".join(changed))
 
     def build_component(self, dataset):
         """Creates, builds (from `dataset`'s element shapes) and compiles the component under
