@@ -452,7 +452,7 @@ _Dumper.add_representer(tuple, _represent_list)
 def to_yaml(mapping):
     """Dumps a definition mapping as readable YAML (keys in their given order)."""
     return yaml.dump(mapping, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
-                     width=100)
+                     width=100, allow_unicode=True)
 
 
 def component_defaults(component_class):

@@ -132,6 +132,10 @@ def lookup(kind, name):
 register("workflow", "grammar", "pagi_rsm.workflows.grammar:GrammarWorkflow",
          "Embedded Reber grammar on MNIST glyphs: RSM predicts the next symbol (paper main job)")
 
+register("workflow", "associative_retrieval",
+         "pagi_rsm.workflows.associative_retrieval:AssociativeRetrievalWorkflow",
+         "Associative retrieval (Ba et al. 2016 Table 1): fast weights vs LSTM/IRNN/RNN-LN")
+
 register("component", "sequence_memory_stack",
          "pagi_rsm.components.sequence_memory_stack:SequenceMemoryStack",
          "RSM layers + predictor with local, immediate learning in its own train_step")

@@ -448,9 +448,12 @@ class Workflow:
         wall_time = time.time() - self._started
         total_wall = self._wall_base + wall_time
         options = self.options
+        # The headline comes from the evaluation when it reports it, else from training.
+        source = evaluation if self.headline_metric in evaluation else logs
         headline = {"metric": self.headline_metric,
-                    "value": _finite_or_none(logs.get(self.headline_metric)),
-                    "mode": self.headline_mode}
+                    "value": _finite_or_none(source.get(self.headline_metric)),
+                    "mode": self.headline_mode,
+                    "from": "evaluation" if source is evaluation else "training"}
         if options["stop_metric"]:
             headline["target"] = {"metric": options["stop_metric"],
                                   "value": options["stop_target"],
