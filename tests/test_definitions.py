@@ -1,6 +1,7 @@
 """Definitions: parsing, validation (every bad case names file, key and accepted keys),
 precedence (class defaults < file < sweep < flags), sweeps, and the registry."""
 import json
+import pathlib
 
 import pytest
 import yaml
@@ -10,6 +11,7 @@ from pagi_rsm import registry
 from pagi_rsm.definitions import DefinitionError
 
 TOY = "tests.toy_workflow.ToyWorkflow"
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def write(tmp_path, text, name="def.yaml"):
@@ -373,3 +375,28 @@ def test_registry_rejects_bad_registrations():
         registry.register("workflow", "grammar", "other.module:Class", "p")
     with pytest.raises(ValueError, match=r"target must look like"):
         registry.register("workflow", "y", "no_colon", "p")
+
+
+# --- every shipped definition resolves ------------------------------------------------------------
+
+SHIPPED = sorted(str(p.relative_to(REPO)) for p in (REPO / "definitions").rglob("*")
+                 if p.suffix in (".yaml", ".yml", ".json"))
+
+
+@pytest.mark.parametrize("path", SHIPPED)
+def test_shipped_definition_resolves(path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    configs = resolve_file(path)
+    assert configs and all(c.batches >= 1 for c in configs)
+
+
+def test_embedded_reber_definition_has_the_paper_values(monkeypatch):
+    monkeypatch.chdir(REPO)
+    path = "definitions/grammar/embedded_reber.yaml"
+    if not (REPO / path).exists():
+        pytest.skip(f"{path} not written yet")
+    [config] = resolve_file(path)
+    hp = config.hparams
+    assert (hp["batch_size"], hp["groups"], hp["cells_per_group"], hp["sparsity"],
+            hp["inhibition_decay"], hp["predictor_hidden_size"]) == (400, 200, 6, 25, 0.98, [500])
+    assert config.workflow_class.__name__ == "GrammarWorkflow"
