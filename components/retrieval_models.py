@@ -32,11 +32,14 @@ import numbers
 import keras
 import tensorflow as tf
 
-from pagi_rsm.datasets.associative_retrieval import NUM_CLASSES, NUM_SYMBOLS
+from pagi_rsm.datasets.associative_retrieval import DEFAULT_PAIRS, NUM_CLASSES, NUM_SYMBOLS
 from pagi_rsm.layers.fast_weights import IMPLEMENTATIONS, FastWeightsCell
 from pagi_rsm.layers.layer_norm_gru import LayerNormGRUCell
 
 __all__ = ["KINDS", "RetrievalModel", "build_model", "clip_by_global_norm"]
+
+DEFAULT_MAX_LENGTH = 2 * DEFAULT_PAIRS + 3
+"""History length used when `max_length` is None: the sequence length for K = 4 pairs."""
 
 KINDS = ("fast_weights", "rnn_ln", "control", "gru_ln", "lstm")
 """Model kinds accepted by `build_model` / `RetrievalModel`."""
@@ -96,12 +99,17 @@ class RetrievalModel(keras.Model):
       fast_learning_rate: fast-weight learning rate eta > 0 (`fast_weights` only; default 0.5).
       inner_steps: inner-loop steps S >= 1 (`fast_weights` only; default 1).
       implementation: `FastWeightsCell` implementation, "attention" (default) or "explicit".
-      max_length: history length of the attention form; the sequence length (2K+3) makes it
-        exact (default 11, K = 4).
+      max_length: history length of the attention form; at least the sequence length (2K+3)
+        makes it exact. None (default): 11, the length for K = 4.
       learning_rate: Adam learning rate used by `compile()` without an optimizer (default 1e-3).
       clip_norm: global-norm gradient clip (default 5.0; None or 0 disables it).
       unroll: unroll the recurrent loop over time (`keras.layers.RNN(unroll=True)`): faster
         for short sequences on CPU, in particular under XLA (needs a static time axis).
+      input_units: if > 0, a ReLU layer of this size encodes each input symbol before the
+        recurrent layer (Ba et al. add such input processing; reference/peers.md §2.2). 0: the
+        one-hot symbols go straight in (default).
+      readout_units: if > 0, a ReLU layer of this size between the last hidden state and the
+        softmax (the paper's extra layer). 0: none (default).
       num_symbols: input features (default 37).
       num_classes: softmax classes (default 10).
       **kwargs: `keras.Model` arguments (name, ...).
@@ -116,14 +124,16 @@ class RetrievalModel(keras.Model):
 
     default_hparams = {
         "kind": "fast_weights", "units": 50, "decay": 0.95, "fast_learning_rate": 0.5,
-        "inner_steps": 1, "implementation": "attention", "max_length": 11,
-        "learning_rate": 1e-3, "clip_norm": 5.0, "unroll": False,
+        "inner_steps": 1, "implementation": "attention", "max_length": None,
+        "learning_rate": 1e-3, "clip_norm": 5.0, "unroll": False, "input_units": 0,
+        "readout_units": 0,
     }
     """Defaults of the hyperparameters a definition may set (``hparams_override``)."""
 
     def __init__(self, kind="fast_weights", units=50, decay=0.95, fast_learning_rate=0.5,
-                 inner_steps=1, implementation="attention", max_length=11, learning_rate=1e-3,
-                 clip_norm=5.0, unroll=False, num_symbols=NUM_SYMBOLS, num_classes=NUM_CLASSES, **kwargs):
+                 inner_steps=1, implementation="attention", max_length=None, learning_rate=1e-3,
+                 clip_norm=5.0, unroll=False, input_units=0, readout_units=0,
+                 num_symbols=NUM_SYMBOLS, num_classes=NUM_CLASSES, **kwargs):
         super().__init__(**kwargs)
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -149,13 +159,23 @@ class RetrievalModel(keras.Model):
         self.inner_steps = inner_steps
         self.implementation = implementation
         self.max_length = max_length
+        _check("max_length", max_length is None or (_is_int(max_length) and max_length >= 1),
+               "None or an integer >= 1", max_length)
         self.learning_rate = float(learning_rate)
         self.clip_norm = None if not clip_norm else float(clip_norm)
         _check("unroll", isinstance(unroll, bool), "True or False", unroll)
         self.unroll = unroll
+        for name, value in (("input_units", input_units), ("readout_units", readout_units)):
+            _check(name, _is_int(value) and value >= 0, "an integer >= 0 (0: no layer)", value)
+        self.input_units = int(input_units)
+        self.readout_units = int(readout_units)
         self.num_symbols = int(num_symbols)
         self.num_classes = int(num_classes)
+        self.encoder = (keras.layers.Dense(self.input_units, activation="relu", name="encoder")
+                        if self.input_units else None)
         self.recurrent = self._make_recurrent()
+        self.hidden = (keras.layers.Dense(self.readout_units, activation="relu", name="hidden")
+                       if self.readout_units else None)
         # Softmax in float32 even under mixed precision.
         self.readout = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
                                           name="readout")
@@ -169,7 +189,8 @@ class RetrievalModel(keras.Model):
             cell = FastWeightsCell(units, decay=self.decay, fast_learning_rate=eta,
                                    inner_steps=self.inner_steps,
                                    implementation=self.implementation if eta else "explicit",
-                                   max_length=self.max_length if eta else None)
+                                   max_length=(self.max_length or DEFAULT_MAX_LENGTH) if eta
+                                   else None)
             return keras.layers.RNN(cell, unroll=self.unroll, name=self.kind)
         if self.kind == "control":
             return keras.layers.SimpleRNN(
@@ -180,15 +201,29 @@ class RetrievalModel(keras.Model):
         return keras.layers.LSTM(units, unroll=self.unroll, name="lstm")
 
     def build(self, input_shape):
+        if input_shape and isinstance(input_shape[0], (list, tuple)):
+            input_shape = input_shape[0]  # (inputs, targets) shapes of a dataset element
         if len(input_shape) != 3:
             raise ValueError(f"RetrievalModel expects [batch, time, {self.num_symbols}] inputs, "
                              f"got shape {tuple(input_shape)}")
-        self.recurrent.build(input_shape)
-        self.readout.build((input_shape[0], self.units))
+        shape = tuple(input_shape)
+        if self.encoder is not None:
+            self.encoder.build(shape)
+            shape = shape[:-1] + (self.input_units,)
+        self.recurrent.build(shape)
+        shape = (shape[0], self.units)
+        if self.hidden is not None:
+            self.hidden.build(shape)
+            shape = (shape[0], self.readout_units)
+        self.readout.build(shape)
         self.built = True
 
     def call(self, inputs, training=None):
-        return self.readout(self.recurrent(inputs, training=training))
+        x = self.encoder(inputs) if self.encoder is not None else inputs
+        h = self.recurrent(x, training=training)
+        if self.hidden is not None:
+            h = self.hidden(h)
+        return self.readout(h)
 
     def compile(self, optimizer=None, loss=None, metrics=None, **kwargs):
         """`keras.Model.compile` with this model's defaults for anything not given."""
@@ -244,6 +279,8 @@ class RetrievalModel(keras.Model):
             "learning_rate": self.learning_rate,
             "clip_norm": self.clip_norm,
             "unroll": self.unroll,
+            "input_units": self.input_units,
+            "readout_units": self.readout_units,
             "num_symbols": self.num_symbols,
             "num_classes": self.num_classes,
         }
@@ -257,5 +294,5 @@ def build_model(kind, units, **kwargs):
       ValueError: unknown `kind` (the message lists `KINDS`) or an invalid option.
     """
     model = RetrievalModel(kind=kind, units=units, **kwargs)
-    model.build((None, kwargs.get("max_length", 11), model.num_symbols))
+    model.build((None, kwargs.get("max_length") or DEFAULT_MAX_LENGTH, model.num_symbols))
     return model

@@ -1,4 +1,7 @@
-"""Associative-retrieval data: format, determinism, splits, encoding, tf.data pipeline."""
+"""Associative-retrieval data (format, determinism, splits, encoding, tf.data) and workflow."""
+import csv
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -128,3 +131,110 @@ def test_tf_dataset():
         assert targets[i] == target
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         ar.make_tf_dataset(tokens, targets, 0)
+
+
+def test_training_stream_is_shuffled_epochs_and_resumable():
+    tokens, targets = ar.generate(10, seed=3)
+    stream = ar.make_training_stream(tokens, targets, batch_size=3, seed=5)
+    batches = list(stream.take(7).as_numpy_iterator())
+    assert all(x.shape == (3, 11, 37) for x, _ in batches)
+    rows = [ar.decode(x) for x, _ in batches]
+    # Epoch = 3 batches (10 // 3, the last partial batch dropped); no repeats within an epoch.
+    for epoch in (rows[0:3], rows[3:6]):
+        flat = [r for batch in epoch for r in batch]
+        assert len(set(flat)) == 9
+    assert rows[0:3] != rows[3:6]  # each epoch has its own order
+    first = np.random.default_rng([5, 0]).permutation(10)[:3]
+    assert rows[0] == ar.decode(tokens[first])
+    np.testing.assert_array_equal(batches[0][1], targets[first])
+    # Starting at batch 4 gives exactly batches 4, 5, 6.
+    resumed = list(ar.make_training_stream(tokens, targets, 3, seed=5, start_batch=4)
+                   .take(3).as_numpy_iterator())
+    for (x, y), (x2, y2) in zip(batches[4:], resumed):
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+    with pytest.raises(ValueError, match="batch_size must be <= the split size 10"):
+        ar.make_training_stream(tokens, targets, 11)
+    with pytest.raises(ValueError, match="start_batch must be an integer >= 0"):
+        ar.make_training_stream(tokens, targets, 2, start_batch=-1)
+
+
+# ---- the pagi workflow ----
+
+WORKFLOW = "associative_retrieval"
+DEFINITIONS = pathlib.Path(__file__).resolve().parents[1] / "definitions" / "fast_weights"
+
+
+def _tiny(**sweeps):
+    raw = {"experiment-options": {"workflow": WORKFLOW, "batches": 8, "seed": 3,
+                                  "hparams_override": {"units": 4}},
+           "workflow-options": {"checkpoint_interval": 4, "train_size": 200,
+                                "validation_size": 50, "test_size": 60, "batch_size": 16,
+                                "progress": False, "summary_interval": 1}}
+    if sweeps:
+        raw["parameter-sweeps"] = {"hparams": sweeps}
+    return raw
+
+
+def test_workflow_derives_max_length_and_checks_options():
+    from pagi_rsm import definitions
+    raw = _tiny()
+    raw["workflow-options"]["pairs"] = 3
+    [config] = definitions.resolve(raw, source="tiny")
+    assert config.hparams["max_length"] == 9 and config.hparams["kind"] == "fast_weights"
+    raw["experiment-options"]["hparams_override"]["max_length"] = 5
+    with pytest.raises(definitions.DefinitionError, match="max_length .5. is shorter"):
+        definitions.resolve(raw, source="tiny")
+    raw = _tiny()
+    raw["workflow-options"]["pairs"] = 27
+    with pytest.raises(definitions.DefinitionError, match=r"pairs must be an integer in \[1, 26\]"):
+        definitions.resolve(raw, source="tiny")
+    raw = _tiny()
+    raw["experiment-options"]["hparams_override"]["kind"] = "gru"
+    with pytest.raises(definitions.DefinitionError, match="kind must be one of"):
+        definitions.resolve(raw, source="tiny")
+
+
+def test_workflow_sweep_writes_table(tmp_path):
+    import tensorflow as tf
+
+    from pagi_rsm import definitions
+    from pagi_rsm.workflows.workflow import run_all
+    configs = definitions.resolve(_tiny(kind=["fast_weights", "lstm"]), source="tiny")
+    results = run_all(configs, summary_dir=str(tmp_path / "sweep"))
+    assert [r["status"] for r in results] == ["completed", "completed"]
+    for r in results:
+        evaluation = r["evaluation"]
+        assert set(evaluation) >= {"test_error", "validation_error", "final_test_error",
+                                   "best_batch"}
+        assert 0.0 <= evaluation["test_error"] <= 1.0
+        assert (r["headline"]["metric"], r["headline"]["value"]) == (
+            "test_error", evaluation["test_error"])
+        assert evaluation["best_batch"] in (4, 8)
+    table = (tmp_path / "sweep" / "table.md").read_text()
+    assert "| Fast weights (RNN-LN-FW) |" in table and "| LSTM |" in table
+    assert f"{100 * results[1]['evaluation']['test_error']:.2f}%" in table
+    with open(tmp_path / "sweep" / "table.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["kind"], r["units"]) for r in rows] == [("fast_weights", "4"), ("lstm", "4")]
+    # TensorBoard: validation error during training, eval scalars at the end.
+    tags = set()
+    for path in (tmp_path / "sweep" / "trial_000").glob("events.out.tfevents*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update(v.tag for v in event.summary.value)
+    assert {"validation/error", "eval/test_error", "train/grad_norm"} <= tags
+
+
+@pytest.mark.parametrize("name", ["r20.yaml", "r50.yaml", "r100.yaml", "table1.yaml"])
+def test_definitions_resolve(name):
+    from pagi_rsm import definitions
+    raw = definitions.load(str(DEFINITIONS / name))
+    configs = definitions.resolve(raw, source=name)
+    for config in configs:
+        assert config.hparams["max_length"] == 11
+        assert config.workflow_options["pairs"] == 4
+    if name == "table1.yaml":
+        grid = {(c.hparams["kind"], c.hparams["units"]) for c in configs}
+        assert {("fast_weights", 20), ("lstm", 50), ("control", 100)} <= grid
+    else:
+        assert len(configs) == 1 and configs[0].hparams["units"] == int(name[1:-5])

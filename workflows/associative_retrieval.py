@@ -2,18 +2,27 @@
 
 Recipe: generate the splits (`pagi_rsm.datasets.associative_retrieval`), build a model
 (`pagi_rsm.components.retrieval_models`), train it with `model.fit` on shuffled minibatches of the
-training split (Adam, gradient clipped by global norm, the norm logged as ``grad_norm``), validate
-every `eval_interval` steps, keep the weights of the best validation error, and report the test
-error of those weights.
+training split (Adam, gradient clipped by global norm, the norm logged as ``grad_norm``), measure
+the validation error every `eval_interval` steps, keep the weights of the best validation error,
+and report the test error of those weights (and of the last weights).
 
-`train_retrieval` is that recipe as one function; `run_table` runs it for several models and
-hidden sizes and writes the paper's Table 1 layout (markdown + CSV + JSON). From the shell:
+Two ways to run it, sharing the data, the models, the validation monitor and the table writer:
 
-    python -m pagi_rsm.workflows.associative_retrieval --models fast_weights,lstm,rnn_ln \\
-        --units 20,50 --steps 30000 --out runs/retrieval_table
+* `AssociativeRetrievalWorkflow`, the `pagi run` workflow (``--workflow=associative_retrieval``):
+  checkpoints, resume, TensorBoard scalars and HParams, results.json; a sweep over ``kind`` and
+  ``units`` (definitions/fast_weights/table1.yaml) writes the paper's Table 1 layout as
+  ``table.md`` and ``table.csv`` in the sweep directory.
+* `train_retrieval` / `run_table`, a plain function for scripts and benchmarks. It runs several
+  training steps per compiled call (`steps_per_execution`), about twice as fast on a CPU as the
+  workflow's one step per call (the workflow's batch clock counts one batch per call, so it
+  runs one step per call):
+
+      python -m pagi_rsm.workflows.associative_retrieval --models fast_weights,lstm,rnn_ln \\
+          --units 20,50 --steps 30000 --out runs/retrieval_table
 """
 import argparse
 import csv
+import glob
 import json
 import math
 import os
@@ -24,8 +33,10 @@ import numpy as np
 
 from pagi_rsm.components.retrieval_models import KINDS, build_model
 from pagi_rsm.datasets import associative_retrieval as ar
+from pagi_rsm.workflows.workflow import RESULTS_FILE, Workflow
 
-__all__ = ["train_retrieval", "error_rate", "run_table", "format_table", "PAPER_TABLE"]
+__all__ = ["AssociativeRetrievalWorkflow", "train_retrieval", "run_table", "error_rate",
+           "format_table", "write_table", "PAPER_TABLE"]
 
 PAPER_TABLE = {
     # Ba et al. 2016, Table 1, test error (%) with K = 4 pairs, as recalled in
@@ -46,32 +57,48 @@ def error_rate(model, tokens, targets, batch_size=1000):
     return float(np.mean(predictions != np.asarray(targets)))
 
 
-class _BestValidation(keras.callbacks.Callback):
-    """Every epoch (= `eval_interval` steps): validation error; keeps the best weights; stops
-    once the error is <= `target_error`."""
+class BestValidation(keras.callbacks.Callback):
+    """At every epoch end: the validation error; keeps the weights with the lowest one.
 
-    def __init__(self, tokens, targets, target_error=None, log=None):
+    Args:
+      tokens, targets: the validation split.
+      target_error: stop training once the error is <= this fraction (None: never).
+      log: callable for a progress line per evaluation (None: silent).
+      writer: optional `tf.summary` writer; the error is written as ``validation/error`` at
+        step = the optimizer's iteration count.
+
+    Attributes:
+      best_error, best_step, best_weights: the best evaluation so far.
+      history: one dict per evaluation (step, val_error and the epoch's training logs).
+    """
+
+    def __init__(self, tokens, targets, target_error=None, log=None, writer=None):
         super().__init__()
         self.tokens, self.targets = tokens, targets
         self.target_error = target_error
         self.log = log
+        self.writer = writer
         self.best_error, self.best_step, self.best_weights = math.inf, 0, None
         self.history = []
+        self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         error = error_rate(self.model, self.tokens, self.targets)
         step = int(self.model.optimizer.iterations.numpy())
-        logs = dict(logs or {})
-        logs["val_error"] = error
-        self.history.append({"step": step, **{k: float(v) for k, v in logs.items()}})
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        self.history.append({"step": step, "val_error": error, **logs})
         if error < self.best_error:
             self.best_error, self.best_step = error, step
             self.best_weights = self.model.get_weights()
+        if self.writer is not None:
+            import tensorflow as tf
+            with self.writer.as_default():
+                tf.summary.scalar("validation/error", error, step=step)
         if self.log:
-            self.log(f"  step {step:6d}  loss {logs.get('loss', float('nan')):.4f}  "
-                     f"train acc {logs.get('accuracy', float('nan')):.4f}  "
-                     f"grad_norm {logs.get('grad_norm', float('nan')):.3f}  "
-                     f"val error {100 * error:.2f}%")
+            self.log(f"  step {step:6d}  loss {logs.get('loss', math.nan):.4f}  "
+                     f"train acc {logs.get('accuracy', math.nan):.4f}  "
+                     f"grad_norm {logs.get('grad_norm', math.nan):.3f}  "
+                     f"val error {100 * error:.2f}%  ({time.perf_counter() - self._start:.0f} s)")
         if self.target_error is not None and error <= self.target_error:
             self.model.stop_training = True
 
@@ -105,7 +132,7 @@ def train_retrieval(kind="fast_weights", units=50, pairs=ar.DEFAULT_PAIRS, steps
     Returns:
       dict with kind, units, pairs, steps_run, best_step, validation_error, test_error (fractions
       in [0, 1], at the best validation weights), final_test_error (last weights),
-      train_seconds, seconds_per_step, parameters, history (per-evaluation metrics).
+      train_seconds, seconds_per_step, parameters, history (per-evaluation metrics) and model.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -116,16 +143,14 @@ def train_retrieval(kind="fast_weights", units=50, pairs=ar.DEFAULT_PAIRS, steps
                         learning_rate=learning_rate, clip_norm=clip_norm, unroll=unroll,
                         **model_options)
     model.compile(jit_compile=jit_compile, steps_per_execution=steps_per_execution)
-    train = ar.make_tf_dataset(*splits["train"], batch_size, shuffle=True, seed=seed,
-                               repeat=True, drop_remainder=True)
-    monitor = _BestValidation(*splits["validation"], target_error=target_error, log=log)
-    epochs = math.ceil(steps / eval_interval)
+    train = ar.make_training_stream(*splits["train"], batch_size, seed=seed)
+    monitor = BestValidation(*splits["validation"], target_error=target_error, log=log)
     if log:
         log(f"{kind} R={units} K={pairs}: {model.count_params()} parameters, up to {steps} "
             f"steps of {batch_size}")
     start = time.perf_counter()
-    model.fit(train, steps_per_epoch=eval_interval, epochs=epochs, verbose=0,
-              callbacks=[monitor])
+    model.fit(train, steps_per_epoch=eval_interval, epochs=math.ceil(steps / eval_interval),
+              verbose=0, callbacks=[monitor], shuffle=False)  # the stream is shuffled
     seconds = time.perf_counter() - start
     steps_run = int(model.optimizer.iterations.numpy())
     final_test = error_rate(model, *splits["test"])
@@ -135,9 +160,9 @@ def train_retrieval(kind="fast_weights", units=50, pairs=ar.DEFAULT_PAIRS, steps
     result = {
         "kind": kind, "units": units, "pairs": pairs, "seed": seed, "batch_size": batch_size,
         "learning_rate": learning_rate, "clip_norm": clip_norm, "unroll": unroll,
-        "jit_compile": jit_compile, "steps_run": steps_run,
-        "best_step": monitor.best_step, "validation_error": monitor.best_error,
-        "test_error": test, "final_test_error": final_test, "train_seconds": seconds,
+        "jit_compile": jit_compile, "steps_run": steps_run, "best_step": monitor.best_step,
+        "validation_error": monitor.best_error, "test_error": test,
+        "final_test_error": final_test, "train_seconds": seconds,
         "seconds_per_step": seconds / max(steps_run, 1), "parameters": model.count_params(),
         "history": monitor.history, "model": model,
     }
@@ -148,27 +173,60 @@ def train_retrieval(kind="fast_weights", units=50, pairs=ar.DEFAULT_PAIRS, steps
     return result
 
 
-def format_table(results, units_list):
-    """Markdown table of test error (%) per model (rows) and R (columns), with the paper's
-    numbers beside ours where it has them."""
-    kinds = [k for k in KINDS if any(r["kind"] == k for r in results)]
-    head = "| model | " + " | ".join(f"R={u}" for u in units_list) + " |"
-    lines = [head, "|---" * (len(units_list) + 1) + "|"]
+# --- the Table 1 layout ----------------------------------------------------------------------------
+
+def format_table(rows):
+    """Markdown table of test error (%): one row per model kind, one column per R.
+
+    Args:
+      rows: dicts with ``kind``, ``units`` and ``test_error`` (a fraction); where several rows
+        share (kind, units) the last one is shown. The paper's number follows ours where it
+        has one.
+    """
+    units_list = sorted({r["units"] for r in rows})
+    kinds = [k for k in KINDS if any(r["kind"] == k for r in rows)]
+    lines = ["| model | " + " | ".join(f"R={u}" for u in units_list) + " |",
+             "|---" * (len(units_list) + 1) + "|"]
     for kind in kinds:
         cells = []
         for units in units_list:
-            found = [r for r in results if r["kind"] == kind and r["units"] == units]
+            found = [r for r in rows if r["kind"] == kind and r["units"] == units]
             paper = PAPER_TABLE.get(kind, {}).get(units)
             paper_text = f" (paper {paper:g}%)" if paper is not None else ""
-            cells.append(f"{100 * found[0]['test_error']:.2f}%{paper_text}" if found else "-")
+            cells.append(f"{100 * found[-1]['test_error']:.2f}%{paper_text}" if found else "-")
         lines.append(f"| {MODEL_NAMES[kind]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+TABLE_FIELDS = ["kind", "units", "pairs", "seed", "test_error_percent",
+                "validation_error_percent", "final_test_error_percent", "best_step", "steps_run",
+                "train_seconds", "seconds_per_step", "parameters"]
+
+
+def write_table(rows, out_dir):
+    """Writes ``table.md`` (`format_table`) and ``table.csv`` (one line per run) to `out_dir`."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "table.md"), "w", encoding="utf-8") as f:
+        f.write("Associative retrieval, test error (%) at the best validation error\n\n")
+        f.write(format_table(rows) + "\n")
+    with open(os.path.join(out_dir, "table.csv"), "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=TABLE_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for r in rows:
+            line = dict(r)
+            for key in ("test_error", "validation_error", "final_test_error"):
+                if r.get(key) is not None:
+                    line[f"{key}_percent"] = round(100 * r[key], 3)
+            for key, digits in (("train_seconds", 1), ("seconds_per_step", 5)):
+                if r.get(key) is not None:
+                    line[key] = round(r[key], digits)
+            writer.writerow(line)
+
+
 def run_table(models=("fast_weights", "lstm", "rnn_ln"), units_list=(20, 50), out_dir=None,
               pairs=ar.DEFAULT_PAIRS, seed=0, log=print, **train_options):
-    """Trains every (model, R) with `train_retrieval`; writes table.md, table.csv and
-    results.json to `out_dir` (if given) after each run. Returns the list of results."""
+    """Trains every (model, R) with `train_retrieval`; after each run writes table.md,
+    table.csv and results.json to `out_dir` (if given). Returns the list of results."""
     splits = ar.load_splits(pairs, seed)
     results = []
     for units in units_list:
@@ -178,33 +236,161 @@ def run_table(models=("fast_weights", "lstm", "rnn_ln"), units_list=(20, 50), ou
             result.pop("model")
             results.append(result)
             if out_dir:
-                write_table(results, list(units_list), out_dir)
+                write_table(results, out_dir)
+                with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
+                    json.dump(results, f, indent=1)
     if log:
-        log(format_table(results, list(units_list)))
+        log(format_table(results))
     return results
 
 
-def write_table(results, units_list, out_dir):
-    """Writes table.md, table.csv (one row per run) and results.json into `out_dir`."""
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "table.md"), "w", encoding="utf-8") as f:
-        f.write(format_table(results, units_list) + "\n")
-    fields = ["kind", "units", "pairs", "seed", "test_error_percent", "validation_error_percent",
-              "final_test_error_percent", "best_step", "steps_run", "train_seconds",
-              "seconds_per_step", "parameters"]
-    with open(os.path.join(out_dir, "table.csv"), "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for r in results:
-            writer.writerow({
-                **{k: r[k] for k in fields if k in r},
-                "test_error_percent": round(100 * r["test_error"], 3),
-                "validation_error_percent": round(100 * r["validation_error"], 3),
-                "final_test_error_percent": round(100 * r["final_test_error"], 3),
-                "train_seconds": round(r["train_seconds"], 1),
-                "seconds_per_step": round(r["seconds_per_step"], 5)})
-    with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=1)
+# --- the pagi workflow ---------------------------------------------------------------------------
+
+class AssociativeRetrievalWorkflow(Workflow):
+    """`pagi run` workflow: one `RetrievalModel` trained on associative retrieval.
+
+    Options. Component hparams (``hparams_override``, see `RetrievalModel`): ``kind`` (the
+    model), ``units`` (R), ``learning_rate``, ``clip_norm``, the fast-weight settings, ``unroll``.
+    Experiment options: ``batches`` (training steps), ``seed``. Workflow options (besides the base
+    class's): ``pairs`` (K), ``batch_size``, the split sizes, ``target_validation_error`` (stop
+    once the validation error is <= this fraction; < 0: never). The validation error is
+    measured every ``checkpoint_interval`` batches (the Keras epoch length of the base class).
+
+    Reports: ``test_error`` (the headline: test error at the best validation weights),
+    ``validation_error``, ``final_test_error`` (last weights) and ``best_batch`` in
+    results.json's ``evaluation``; TensorBoard scalars ``validation/error`` during training and
+    ``eval/*`` at the end; ``table.md`` / ``table.csv`` in the run directory, or, in a sweep, in
+    the sweep directory covering every trial finished so far (the paper's Table 1 layout).
+    The best weights are kept in memory: a resumed run starts its best-weights search afresh.
+    """
+
+    headline_metric = "test_error"
+    headline_mode = "min"
+
+    @classmethod
+    def default_experiment_options(cls):
+        return {"component": "pagi_rsm.components.retrieval_models.RetrievalModel",
+                "dataset": "pagi_rsm.datasets.associative_retrieval.make_dataset",
+                "batches": 30000, "seed": 0,
+                "hparams_override": {"unroll": True}}
+
+    @classmethod
+    def default_options(cls):
+        options = super().default_options()
+        options.update({
+            "pairs": ar.DEFAULT_PAIRS,
+            "batch_size": 128,
+            "train_size": ar.SPLIT_SIZES["train"],
+            "validation_size": ar.SPLIT_SIZES["validation"],
+            "test_size": ar.SPLIT_SIZES["test"],
+            "target_validation_error": -1.0,
+            "checkpoint_interval": 1000,
+            "image_interval": 0,
+            "summary_interval": 25,
+        })
+        return options
+
+    @classmethod
+    def complete_config(cls, config):
+        """Checks the data options and derives ``max_length`` (the sequence length 2K+3)."""
+        options = config.workflow_options
+        pairs = options["pairs"]
+        if isinstance(pairs, bool) or not isinstance(pairs, int) or not 1 <= pairs <= 26:
+            raise ValueError(f"workflow-options.pairs must be an integer in [1, 26], got "
+                             f"{pairs!r}")
+        for name in ("batch_size", "train_size", "validation_size", "test_size"):
+            value = options[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"workflow-options.{name} must be an integer >= 1, got "
+                                 f"{value!r}")
+        if options["batch_size"] > options["train_size"]:
+            raise ValueError(f"workflow-options.batch_size ({options['batch_size']}) must be <= "
+                             f"train_size ({options['train_size']})")
+        length = ar.sequence_length(pairs)
+        hparams = config.hparams
+        if hparams.get("max_length") is None:
+            hparams["max_length"] = length
+        elif hparams["max_length"] < length:
+            raise ValueError(f"hparams_override.max_length ({hparams['max_length']}) is shorter "
+                             f"than the sequence length 2K+3 = {length}; leave it unset")
+
+    def build_dataset(self, start_batch):
+        options = self.options
+        stream, self.splits = self.config.dataset_fn(
+            pairs=options["pairs"], batch_size=options["batch_size"], seed=self.config.seed,
+            start_batch=start_batch, train_size=options["train_size"],
+            validation_size=options["validation_size"], test_size=options["test_size"])
+        return stream
+
+    def extra_callbacks(self):
+        target = self.options["target_validation_error"]
+        self.monitor = BestValidation(*self.splits["validation"],
+                                      target_error=target if target >= 0 else None,
+                                      writer=self.writer)
+        return [self.monitor]
+
+    def evaluate(self, model, training):
+        """Validation and test error at the best validation weights (and test at the last)."""
+        import tensorflow as tf
+        results = super().evaluate(model, training)
+        if training["status"] == "nan":
+            return results
+        monitor = getattr(self, "monitor", None)
+        final_test = error_rate(model, *self.splits["test"])
+        if monitor is not None and monitor.best_weights is not None:
+            model.set_weights(monitor.best_weights)
+        results.update({
+            "test_error": error_rate(model, *self.splits["test"]),
+            "validation_error": error_rate(model, *self.splits["validation"]),
+            "final_test_error": final_test,
+            "best_batch": monitor.best_step if monitor is not None else training["batches"],
+            "parameters": model.count_params(),
+        })
+        with self.writer.as_default():
+            for key in ("test_error", "validation_error", "final_test_error"):
+                tf.summary.scalar(f"eval/{key}", results[key], step=training["batches"])
+            # A sweep's HParams configuration lists the headline as train/<headline>.
+            tf.summary.scalar(f"train/{self.headline_metric}", results["test_error"],
+                              step=training["batches"])
+        self.writer.flush()
+        return results
+
+    def dashboard_metrics(self):
+        from tensorboard.plugins.hparams import api as hp
+        return [hp.Metric("eval/test_error", display_name="test error"),
+                hp.Metric("eval/validation_error", display_name="validation error"),
+                hp.Metric("train/loss", display_name="loss")]
+
+    def report(self, training, evaluation):
+        results = super().report(training, evaluation)
+        if self.is_chief and evaluation.get("test_error") is not None:
+            directory = (os.path.dirname(os.path.normpath(self.summary_dir)) if self.config.trial
+                         else self.summary_dir)
+            pattern = os.path.join(directory, "*", RESULTS_FILE) if self.config.trial \
+                else os.path.join(directory, RESULTS_FILE)
+            rows = [_table_row(path) for path in sorted(glob.glob(pattern))]
+            write_table([r for r in rows if r is not None], directory)
+        return results
+
+
+def _table_row(results_path):
+    """A `format_table` row from a run's results.json (None if it is not a finished run)."""
+    with open(results_path, encoding="utf-8") as f:
+        results = json.load(f)
+    evaluation = results.get("evaluation") or {}
+    if evaluation.get("test_error") is None:
+        return None
+    experiment = results["options"]["experiment-options"]
+    hparams = experiment["hparams_override"]
+    options = results["options"]["workflow-options"]
+    return {"kind": hparams["kind"], "units": hparams["units"], "pairs": options["pairs"],
+            "seed": experiment["seed"], "test_error": evaluation["test_error"],
+            "validation_error": evaluation["validation_error"],
+            "final_test_error": evaluation["final_test_error"],
+            "best_step": evaluation["best_batch"], "steps_run": results["batches"],
+            "train_seconds": results["wall_time_s"],
+            "seconds_per_step": results["wall_time_s"] / max(results["batches"], 1),
+            "parameters": evaluation.get("parameters")}
 
 
 def main(argv=None):
@@ -230,8 +416,7 @@ def main(argv=None):
               batch_size=args.batch_size, learning_rate=args.learning_rate,
               clip_norm=args.clip_norm, eval_interval=args.eval_interval,
               target_error=args.target_error, jit_compile=not args.no_jit,
-              unroll=not args.no_unroll,
-              log=lambda s: print(s, flush=True))
+              unroll=not args.no_unroll, log=lambda s: print(s, flush=True))
 
 
 if __name__ == "__main__":

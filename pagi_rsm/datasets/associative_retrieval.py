@@ -34,7 +34,8 @@ import numpy as np
 
 __all__ = ["SYMBOLS", "NUM_SYMBOLS", "NUM_CLASSES", "QUERY_SYMBOL", "DEFAULT_PAIRS",
            "SPLIT_SIZES", "sequence_length", "generate", "load_splits", "encode", "decode",
-           "one_hot", "decode_target", "overlap_fraction", "make_tf_dataset"]
+           "one_hot", "decode_target", "overlap_fraction", "make_tf_dataset",
+           "make_training_stream", "make_dataset"]
 
 SYMBOLS = "abcdefghijklmnopqrstuvwxyz0123456789?"
 """The 37 symbols; a symbol's index is its one-hot position."""
@@ -193,3 +194,67 @@ def make_tf_dataset(tokens, targets, batch_size, shuffle=False, seed=None, repea
     ds = ds.map(lambda t, y: (tf.one_hot(t, NUM_SYMBOLS, dtype=tf.float32), y),
                 num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_training_stream(tokens, targets, batch_size, seed=0, start_batch=0):
+    """Endless `tf.data.Dataset` of shuffled training minibatches, resumable at any batch.
+
+    Epoch e visits the split in the order ``numpy.random.default_rng([seed, e]).permutation``
+    in consecutive batches of `batch_size` (the last partial batch of an epoch is dropped), so
+    batch i depends only on (seed, i): `start_batch` fast-forwards exactly, and a run resumed
+    from a checkpoint at batch i sees the batches an uninterrupted run sees.
+
+    Args:
+      tokens: int `[N, T]` (the training split).
+      targets: int `[N]`.
+      batch_size: int in [1, N].
+      seed: int >= 0.
+      start_batch: int >= 0, index of the first batch.
+
+    Returns:
+      Dataset of ``(one_hot_inputs [B, T, 37] float32, targets [B] int32)``.
+    """
+    import tensorflow as tf
+
+    tokens = np.asarray(tokens, dtype=np.int32)
+    targets = np.asarray(targets, dtype=np.int32)
+    _check_size("batch_size", batch_size)
+    if batch_size > len(tokens):
+        raise ValueError(f"batch_size must be <= the split size {len(tokens)}, got {batch_size}")
+    if isinstance(start_batch, bool) or not isinstance(start_batch, (int, np.integer)) \
+            or start_batch < 0:
+        raise ValueError(f"start_batch must be an integer >= 0, got {start_batch!r}")
+    per_epoch = len(tokens) // batch_size
+
+    def batches():
+        epoch, order = None, None
+        index = int(start_batch)
+        while True:
+            e, j = divmod(index, per_epoch)
+            if e != epoch:
+                epoch, order = e, np.random.default_rng([seed, e]).permutation(len(tokens))
+            rows = order[j * batch_size:(j + 1) * batch_size]
+            yield tokens[rows], targets[rows]
+            index += 1
+
+    ds = tf.data.Dataset.from_generator(batches, output_signature=(
+        tf.TensorSpec((batch_size, tokens.shape[1]), tf.int32),
+        tf.TensorSpec((batch_size,), tf.int32)))
+    ds = ds.map(lambda t, y: (tf.one_hot(t, NUM_SYMBOLS, dtype=tf.float32), y))
+    return ds.prefetch(2)
+
+
+def make_dataset(pairs=DEFAULT_PAIRS, batch_size=128, seed=0, start_batch=0,
+                 train_size=SPLIT_SIZES["train"], validation_size=SPLIT_SIZES["validation"],
+                 test_size=SPLIT_SIZES["test"]):
+    """The workflow's data: the training stream and the held-out splits, from one seed.
+
+    Returns:
+      ``(stream, splits)``: `make_training_stream` over the training split (starting at
+      `start_batch`) and the dict of `load_splits` (``splits["validation"]``,
+      ``splits["test"]`` for evaluation).
+    """
+    splits = load_splits(pairs, seed, train_size, validation_size, test_size)
+    stream = make_training_stream(*splits["train"], batch_size, seed=seed,
+                                  start_batch=start_batch)
+    return stream, splits
