@@ -3,7 +3,7 @@
 Layers live in :mod:`pagi_rsm.layers` and are re-exported here, so
 ``pagi_rsm.KWinners`` and ``pagi_rsm.layers.KWinners`` are the same class.
 """
-from pagi_rsm import layers
+from pagi_rsm import callbacks, layers, metrics  # noqa: F401
 from pagi_rsm.layers import *  # noqa: F401,F403
 
 __version__ = "0.1.0"

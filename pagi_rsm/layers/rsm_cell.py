@@ -11,8 +11,6 @@ RSMStep = collections.namedtuple("RSMStep", ["encoding", "decoding", "mask", "st
 
 _NORMS = (None, "sum")
 _PATHS = ("auto", "dense", "sparse")
-# "auto" takes the sparse recurrent path when at most this fraction of the cells is active.
-_SPARSE_PATH_MAX_DENSITY = 0.1
 
 
 def _check(condition, message):
@@ -116,8 +114,11 @@ class RSMCell(keras.layers.Layer):
       recurrent_path: "dense" computes R = r W_r as a matmul; "sparse" uses that r has at most
         k non-zeros per sample when ε = 0 (only the k winners of y_{t−1} are non-zero) and
         gathers just those k rows of W_r (k·B rows instead of a [B, n]×[n, n] matmul; the
-        gradient reaches only those rows); "auto" (default) picks sparse when ε = 0 and
-        k ≤ 10% of the cells. Both give the same numbers (tested).
+        gradient reaches only those rows). Both give the same numbers (tested).
+        "auto" (default) picks the dense path: benchmarks/rsm_throughput.py measures the
+        gather form ~10× slower than the dense matmul on CPU at the paper's shapes (B=400,
+        n=1200, k=25), because oneDNN's matmul is far more efficient per FLOP than the
+        [B, k, n] gather and segment-sum of the gradient.
       seed: seed of the dropout draws.
 
     Call arguments (Keras RNN cell API, `call(inputs, states, training)`):
@@ -308,9 +309,6 @@ class RSMCell(keras.layers.Layer):
 
     @property
     def uses_sparse_recurrent_path(self):
-        if self.recurrent_path == "auto":
-            return (self.recurrent_decay == 0
-                    and self.sparsity <= _SPARSE_PATH_MAX_DENSITY * self.units)
         return self.recurrent_path == "sparse"
 
     def _recurrent(self, r_in):
