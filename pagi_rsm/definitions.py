@@ -34,7 +34,8 @@ Example:
 ```python
 from pagi_rsm import definitions
 raw = definitions.load("definitions/grammar/embedded_reber.yaml")
-[config] = definitions.resolve(raw, source="embedded_reber.yaml", experiment_overrides={"batches": 10})
+[config] = definitions.resolve(raw, source="embedded_reber.yaml",
+                               experiment_overrides={"batches": 10})
 print(config.hparams["batch_size"], config.batches)
 ```
 """
@@ -469,9 +470,6 @@ def component_defaults(component_class):
         return None
     if callable(defaults):
         defaults = defaults()
-    if hasattr(defaults, "values") and callable(getattr(defaults, "values")) and not isinstance(
-            defaults, dict):  # tf HParams-like
-        defaults = defaults.values()
     return dict(defaults)
 
 

@@ -2,7 +2,8 @@
 
 A definition or the command line names a workflow, a component and a dataset. Each name is
 either a short registered name (``grammar``, ``sequence_memory_stack``) or a dotted path to an
-object of the user's own (``my_project.workflows.MyWorkflow`` or ``my_project.workflows:MyWorkflow``).
+object of the user's own (``my_project.workflows.MyWorkflow`` or
+``my_project.workflows:MyWorkflow``).
 Dotted paths are imported with the current working directory on ``sys.path``, as pagi did, so a
 user can keep a workflow module next to their definitions without installing it.
 

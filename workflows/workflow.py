@@ -23,9 +23,11 @@ built) ``model.build(shapes)`` with the dataset's element shapes (a dict such as
 What a run reports:
 
 - TensorBoard (in ``summary_dir``): every logged metric as the scalar ``train/<name>`` each
-  batch; every `image_interval` batches a histogram of every weight (``weights/<path>``) and the
-  component's own images/histograms (its optional ``write_summaries(step, batch)`` hook); the
-  resolved definition as the text ``definition``; HParams (the swept values in a sweep).
+  batch; every `image_interval` batches the component's images and histograms (its optional
+  ``write_summaries(step, batch)`` hook; without one, a histogram of every weight,
+  ``weights/<path>``); the resolved definition as the text ``definition``; HParams (the swept
+  values in a sweep, else the seed, the batch limit and the hparams that differ from the
+  component's defaults).
 - A progress line with the headline metric (`headline_metric`).
 - ``results.json`` in ``summary_dir`` (status, headline metric, final metrics, options,
   versions, wall time) and a final one-screen summary.
@@ -185,7 +187,7 @@ class Workflow:
         """The run's batch limit."""
         return self.config.batches
 
-    # --- the recipe --------------------------------------------------------------------------------
+    # --- the recipe -------------------------------------------------------------------------------
 
     def run(self):
         """Runs the workflow: set up, build, (resume,) train, evaluate, report.
@@ -202,7 +204,7 @@ class Workflow:
         evaluation = self.evaluate(model, training)
         return self.report(training, evaluation)
 
-    # --- steps -------------------------------------------------------------------------------------
+    # --- steps ------------------------------------------------------------------------------------
 
     def setup(self):
         """Seeds, chooses the strategy and XLA, creates directories and the summary writer."""
@@ -286,7 +288,8 @@ class Workflow:
         return model
 
     def compile_component(self, model):
-        """Compiles `model`; the base class passes only `jit_compile` (components own optimizers)."""
+        """Compiles `model`; the base class passes only `jit_compile` (components create their
+        own optimizers in `compile`)."""
         model.compile(jit_compile=self.jit_compile)
 
     def build_dataset(self, start_batch):
@@ -488,7 +491,7 @@ class Workflow:
             print(format_summary(results), flush=True)
         return results
 
-    # --- helpers -----------------------------------------------------------------------------------
+    # --- helpers ----------------------------------------------------------------------------------
 
     def _store_run_state(self, batch):
         # Saved with each checkpoint: the batch reached and the wall time of the whole run

@@ -13,7 +13,8 @@ def write_weight_histograms(model, step, prefix="weights"):
     """
     for variable in model.weights:
         value = tf.convert_to_tensor(variable)
-        if not (value.dtype.is_floating or value.dtype.is_integer) or value.shape.num_elements() == 0:
+        numeric = value.dtype.is_floating or value.dtype.is_integer
+        if not numeric or value.shape.num_elements() == 0:
             continue
         tf.summary.histogram(f"{prefix}/{variable.path}", tf.cast(value, tf.float32), step=step)
 
