@@ -9,9 +9,10 @@ Reproducibility. The same seed gives the same metrics when three things hold, an
    `tf.data` keep its order), so reductions are summed in the same order every time;
 3. the data pipeline draws its randomness from the seed (the datasets of this package do).
 
-Op determinism is process-wide and cannot be switched off by a public API; it costs little on
-CPU. Runs on different hardware, thread counts or TensorFlow versions may still differ in the
-last bits.
+Op determinism is process-wide; it costs little on CPU, but Keras compiles without XLA while
+it is on, so a GPU run that wants XLA passes ``deterministic: false`` (``--nodeterministic``).
+Runs on different hardware, thread counts or TensorFlow versions may still differ in the last
+bits.
 
 Distribution. `make_strategy("mirrored")` mirrors the model on every GPU, or on every logical CPU
 device when there is no GPU (configure several with `configure_logical_cpus` to test on a CPU).
@@ -49,12 +50,23 @@ def configure_logical_cpus(count):
 
 
 def seed_everything(seed, deterministic=True):
-    """Seeds Python, NumPy, TensorFlow and Keras; optionally enables TF op determinism."""
+    """Seeds Python, NumPy, TensorFlow and Keras; switches TF op determinism on or off.
+
+    Note: Keras compiles without XLA while op determinism is on (`jit_compile=True` is then
+    ignored with a warning), since XLA does not support every op deterministically.
+    """
     import keras
     import tensorflow as tf
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+    else:
+        try:  # no public API switches it off; an earlier run in this process may have set it
+            from tensorflow.python.framework import config as tf_config
+            if tf_config.is_op_determinism_enabled():
+                tf_config.disable_op_determinism()
+        except (ImportError, AttributeError):
+            pass
 
 
 def has_accelerator():

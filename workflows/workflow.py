@@ -285,6 +285,13 @@ class Workflow:
                 model.build(tf.nest.map_structure(lambda s: s.shape.as_list(),
                                                   dataset.element_spec))
             self.compile_component(model)
+        effective = getattr(model, "jit_compile", self.jit_compile)
+        if self.jit_compile and not effective:
+            # Keras turns XLA off under op determinism (and for layers that cannot be compiled).
+            logging.warning("jit_compile requested but Keras compiles without XLA%s",
+                            " because op determinism is on (pass --nodeterministic to use XLA)"
+                            if self.config.experiment["deterministic"] else "")
+        self.jit_compile = bool(effective)
         return model
 
     def compile_component(self, model):
@@ -475,6 +482,8 @@ class Workflow:
             "batches": training["batches"],
             "batches_limit": self.batches,
             "resumed_from": self.resumed_from,
+            "jit_compile": self.jit_compile,
+            "replicas": self.strategy.num_replicas_in_sync,
             "nan_loss": training["nan_loss"],
             "wall_time_s": round(total_wall, 3),
             "wall_time_this_process_s": round(wall_time, 3),
