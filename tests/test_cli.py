@@ -7,15 +7,7 @@ import yaml
 
 from pagi_rsm import cli
 from tests.toy_workflow import TOY, run_pagi
-
-
-@pytest.fixture(autouse=True)
-def _restore_op_determinism():
-    from tensorflow.python.framework import config as tf_config
-    was = tf_config.is_op_determinism_enabled()
-    yield
-    if not was:
-        tf_config.disable_op_determinism()
+from tests.toy_workflow import restore_op_determinism  # noqa: F401 (autouse)
 
 
 def pagi(*args):

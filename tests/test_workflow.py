@@ -12,16 +12,7 @@ import tensorflow as tf
 from pagi_rsm import definitions
 from pagi_rsm.workflows.workflow import format_summary
 from tests.toy_workflow import TOY, ToyStream, run_pagi
-
-
-@pytest.fixture(autouse=True)
-def _restore_op_determinism():
-    """Workflows enable TF op determinism process-wide; switch it back off after each test."""
-    from tensorflow.python.framework import config as tf_config
-    was = tf_config.is_op_determinism_enabled()
-    yield
-    if not was:
-        tf_config.disable_op_determinism()
+from tests.toy_workflow import restore_op_determinism  # noqa: F401 (autouse)
 
 
 def toy_config(tmp_path, name="run", hparams=None, options=None, **experiment):

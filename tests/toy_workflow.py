@@ -16,6 +16,7 @@ import subprocess
 import sys
 
 import keras
+import pytest
 import tensorflow as tf
 
 from pagi_rsm.callbacks.tensorboard_summaries import write_weight_histograms
@@ -23,6 +24,19 @@ from pagi_rsm.workflows.workflow import Workflow
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TOY = "tests.toy_workflow.ToyWorkflow"
+
+
+@pytest.fixture(autouse=True)
+def restore_op_determinism():
+    """Workflows enable TF op determinism process-wide; switch it back off after each test.
+
+    Import it into a test module to use it there (it is autouse).
+    """
+    from tensorflow.python.framework import config as tf_config
+    was = tf_config.is_op_determinism_enabled()
+    yield
+    if not was and tf_config.is_op_determinism_enabled():
+        tf_config.disable_op_determinism()
 
 
 def run_pagi(*args, cwd=REPO, timeout=600, env=None):
