@@ -235,6 +235,9 @@ class Workflow:
                      "replicas=%d, jit_compile=%s)", experiment["workflow"], self.summary_dir,
                      self.checkpoint_dir, experiment["distribution"],
                      self.strategy.num_replicas_in_sync, self.jit_compile)
+        if self.is_chief and self.options["progress"]:
+            print(f"{experiment['workflow']}: {self.batches} batches at most; watch it with\n"
+                  f"  tensorboard --logdir {self.summary_dir} --host 127.0.0.1", flush=True)
 
     def check_resumable(self):
         """Before resuming, compares this run's options with those the checkpoints were made by.

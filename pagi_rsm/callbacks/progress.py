@@ -64,7 +64,7 @@ class HeadlineProgress(keras.callbacks.Callback):
         ran = done - self._start_batch
         if ran > 0 and elapsed > 0:
             rate = ran / elapsed
-            parts.append(f"{rate:.1f} batch/s")
+            parts.append(f"{rate:.1f} batch/s" if rate >= 1 else f"{1 / rate:.1f} s/batch")
             if total and done < total:
                 parts.append(f"eta {format_duration((total - done) / rate)}")
         return " | ".join(parts)
