@@ -368,3 +368,9 @@ def test_definitions_resolve_with_the_framework_parser():
         assert (config.hparams["input_dim"], config.hparams["num_classes"]) == (784, 7)
         if chunk is not None:
             assert config.workflow_options["chunk_length"] == chunk
+
+
+def test_docstring_examples_run():
+    import doctest
+    result = doctest.testmod(gr, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 8 and result.failed == 0
