@@ -602,7 +602,8 @@ def format_summary(results):
     shown = [(k, v) for k, v in results["metrics"].items() if k != head["metric"]]
     row = []
     for k, v in shown[:12]:
-        row.append(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}")
+        row.append(f"{k} {v:.4g}" if isinstance(v, float) else
+                   f"{k} {'n/a' if v is None else v}")
     for i in range(0, len(row), 3):
         lines.append(("metrics     " if i == 0 else "            ") + " | ".join(row[i:i + 3]))
     if results["evaluation"]:

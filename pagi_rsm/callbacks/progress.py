@@ -69,13 +69,10 @@ class HeadlineProgress(keras.callbacks.Callback):
                 parts.append(f"eta {format_duration((total - done) / rate)}")
         return " | ".join(parts)
 
-    def on_train_begin(self, logs=None):
-        if self._start_time is None:
-            self._start_time = time.monotonic()
-            self._start_batch = self.clock.batch
-
     def on_train_batch_end(self, batch, logs=None):
         now = time.monotonic()
+        if self._start_time is None:  # time from the end of the first batch (it traces)
+            self._start_time, self._start_batch = now, self.clock.batch
         final = self.total and self.clock.batch >= self.total
         interval = self.refresh if self._tty else self.log_every
         if not final and now - self._last_print < interval and self._last_print:
