@@ -280,3 +280,48 @@ def test_multi_worker_single_worker_cluster(tmp_path):
     assert "MultiWorkerMirroredStrategy" in done.stderr
     results = json.loads((tmp_path / "mw" / "results.json").read_text())
     assert results["status"] == "completed" and results["batches"] == 4
+
+
+# --- the run's callbacks on their own --------------------------------------------------------------
+
+class _FakeModel:
+    stop_training = False
+
+
+def test_run_clock_counts_across_fits_and_stops_at_limit():
+    from pagi_rsm.callbacks.run_clock import RunClock
+    with pytest.raises(ValueError, match=r"start must be an integer >= 0, got -1"):
+        RunClock(start=-1)
+    clock = RunClock(start=3, limit=5)
+    clock.set_model(_FakeModel())
+    clock.on_train_batch_end(0, {"loss": 1.0})
+    assert clock.batch == 4 and not clock.model.stop_training
+    clock.on_train_batch_end(0, {"loss": 0.5})
+    assert clock.batch == 5 and clock.done and clock.model.stop_training
+    assert clock.logs == {"loss": 0.5}
+
+
+def test_nan_guard_checks_losses_only():
+    from pagi_rsm.callbacks.nan_guard import NaNGuard
+    guard = NaNGuard()
+    guard.set_model(_FakeModel())
+    guard.on_train_batch_end(0, {"accuracy": float("nan"), "loss": 1.0})
+    assert not guard.tripped
+    guard.on_train_batch_end(1, {"memory_loss_1": float("inf"), "loss": 1.0})
+    assert guard.tripped and guard.loss_name == "memory_loss_1" and guard.batch == 2
+    assert guard.model.stop_training
+
+
+def test_progress_line_shows_headline_and_loss():
+    import io
+    from pagi_rsm.callbacks.progress import HeadlineProgress
+    from pagi_rsm.callbacks.run_clock import RunClock
+    clock, out = RunClock(start=0, limit=4), io.StringIO()
+    progress = HeadlineProgress(clock, 4, "test_state_accuracy", stream=out, log_every=0.0)
+    for _ in range(4):
+        clock.batch += 1
+        progress.on_train_batch_end(0, {"test_state_accuracy": 0.75, "loss": 1.5, "x": 2.0})
+    lines = out.getvalue().splitlines()
+    assert lines[-1].startswith("batch 4/4 [####################] 100%")
+    assert "test_state_accuracy 0.7500" in lines[-1] and "loss 1.5000" in lines[-1]
+    assert "x 2" not in lines[-1]
