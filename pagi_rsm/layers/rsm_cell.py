@@ -9,7 +9,7 @@ from pagi_rsm.ops import rsm as rsm_ops
 
 RSMStep = collections.namedtuple("RSMStep", ["encoding", "decoding", "mask", "states"])
 
-_NORMS = (None, "sum")
+_NORMS = (None, "sum", "abs_sum")
 _PATHS = ("auto", "dense", "sparse")
 
 
@@ -91,7 +91,9 @@ class RSMCell(keras.layers.Layer):
       inhibition_decay: γ in [0, 1].
       recurrent_decay: ε in [0, 1]; > 0 adds the recurrent (and feedback) trace states.
       recurrent_decay_floor: ≥ 0.
-      recurrent_norm: "sum" (default) or None.
+      recurrent_norm: "sum" (default, the original: divide by the signed sum), "abs_sum"
+        (divide by the sum of |y|: the same for non-negative inputs, bounded when negative tanh
+        winners make the signed sum cancel; quirk 4 of §14) or None.
       recurrent_norm_eps: > 0, default 1e-11.
       recurrent_keep_rate: dropout keep rate of the recurrent/feedback input, (0, 1].
       input_decay, input_decay_floor, input_norm, input_norm_eps, input_keep_rate: the same for

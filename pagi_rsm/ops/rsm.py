@@ -5,17 +5,20 @@ All functions take and return tensors of the compute dtype; none holds state.
 import tensorflow as tf
 
 
-def sum_normalize(z, eps):
+def sum_normalize(z, eps, absolute=False):
     """Per-sample sum normalisation N(z) = z / (sum_features(z) + eps) (rsm.md §2.2).
 
     The sum is over every non-batch axis (all positions and channels) and is signed, as in
     the original (quirk 4 of §14: tanh outputs can be negative).
+    With `absolute=True` the divisor is the sum of |z| (the L1 norm): identical for
+    non-negative z, and bounded (|N(z)| ≤ 1) when tanh outputs of opposite signs cancel.
     The division runs in float32 at least: eps (1e-11 by default) underflows in float16.
     """
     axes = list(range(1, len(z.shape)))
     wide = tf.float64 if z.dtype == tf.float64 else tf.float32
     z32 = tf.cast(z, wide)
-    return tf.cast(z32 / (tf.reduce_sum(z32, axis=axes, keepdims=True) + eps), z.dtype)
+    total = tf.reduce_sum(tf.abs(z32) if absolute else z32, axis=axes, keepdims=True)
+    return tf.cast(z32 / (total + eps), z.dtype)
 
 
 def decay_trace(trace, decay, floor):
@@ -34,7 +37,7 @@ def condition_input(u, trace, *, decay, floor, norm, norm_eps, norm_first):
       trace: the previous trace ψ_{t−1} (ignored when `decay == 0`).
       decay: ε; 0 disables the trace.
       floor: φ, zero the decayed trace at or below this value.
-      norm: "sum" or None.
+      norm: "sum" (signed sum, the original), "abs_sum" (sum of |u|) or None.
       norm_eps: η of the sum normalisation.
       norm_first: False (default of the original): ψ = N(max(decay(ψ), u));
         True: ψ = max(decay(ψ), N(u)).
@@ -43,7 +46,12 @@ def condition_input(u, trace, *, decay, floor, norm, norm_eps, norm_first):
       (ψ_t, new_trace): the conditioned input and the trace to store (ψ_t itself when
       decay > 0, else None).
     """
-    normalize = (lambda z: sum_normalize(z, norm_eps)) if norm == "sum" else (lambda z: z)
+    if norm in ("sum", "abs_sum"):
+        def normalize(z):
+            return sum_normalize(z, norm_eps, absolute=norm == "abs_sum")
+    else:
+        def normalize(z):
+            return z
     if decay <= 0:
         return normalize(u), None
     decayed = decay_trace(trace, decay, floor)
