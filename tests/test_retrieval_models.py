@@ -46,6 +46,23 @@ def test_kinds_use_the_right_layers():
     assert isinstance(build_model("lstm", 5).recurrent, keras.layers.LSTM)
 
 
+def test_optional_input_and_readout_layers():
+    model = build_model("lstm", 5, input_units=7, readout_units=9)
+    lstm = 4 * (7 * 5 + 5 * 5 + 5)
+    assert model.count_params() == (37 * 7 + 7) + lstm + (5 * 9 + 9) + (9 * 10 + 10)
+    x, _ = _batch(3)
+    encoded = np.maximum(x @ np.asarray(model.encoder.kernel) + np.asarray(model.encoder.bias), 0)
+    h = np.asarray(model.recurrent(encoded))
+    hidden = np.maximum(h @ np.asarray(model.hidden.kernel) + np.asarray(model.hidden.bias), 0)
+    logits = hidden @ np.asarray(model.readout.kernel) + np.asarray(model.readout.bias)
+    expected = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(model(x)), expected, atol=1e-5)
+    plain = build_model("lstm", 5)
+    assert plain.encoder is None and plain.hidden is None
+    with pytest.raises(ValueError, match="input_units must be an integer >= 0"):
+        build_model("lstm", 5, input_units=-1)
+
+
 def test_unknown_kind_lists_the_kinds():
     with pytest.raises(ValueError, match="fast_weights, rnn_ln, control, gru_ln, lstm"):
         build_model("transformer", 5)
