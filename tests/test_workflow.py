@@ -202,9 +202,9 @@ def test_summaries_have_scalars_images_histograms_text_hparams(tmp_path):
 
 def test_jit_compile_flag_reaches_the_model(tmp_path):
     from pagi_rsm import runtime
-    auto, _ = run_toy(tmp_path, "auto", batches=1, deterministic=False)
-    assert auto.jit_compile is runtime.has_accelerator()     # "auto": XLA only on GPU/TPU
-    xla, results = run_toy(tmp_path, "xla", batches=2, jit_compile="true", deterministic=False)
+    assert runtime.resolve_jit_compile("auto") is runtime.has_accelerator()   # GPU/TPU only
+    assert runtime.resolve_jit_compile("false") is False
+    xla, results = run_toy(tmp_path, "xla", batches=1, jit_compile="true", deterministic=False)
     assert xla.jit_compile is True and results["jit_compile"] is True
     assert results["status"] == "completed" and results["metrics"]["loss"] is not None
     # Keras compiles without XLA under op determinism; the run says so and records it.
