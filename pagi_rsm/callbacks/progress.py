@@ -38,6 +38,13 @@ class HeadlineProgress(keras.callbacks.Callback):
     def __init__(self, clock, total, metric, extra=("loss",), stream=None, refresh=0.25,
                  log_every=15.0):
         super().__init__()
+        if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+            raise ValueError(f"total must be an integer >= 0, got {total!r}")
+        if not isinstance(metric, str) or not metric:
+            raise ValueError(f"metric must be a non-empty string, got {metric!r}")
+        for name, value in (("refresh", refresh), ("log_every", log_every)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name} must be a number of seconds >= 0, got {value!r}")
         self.clock = clock
         self.total = total
         self.metric = metric
