@@ -1,4 +1,12 @@
 """Keras callbacks of pagi-rsm."""
 from pagi_rsm.callbacks.boost_strength import BoostStrengthDecay, k_winners_layers
+from pagi_rsm.callbacks.nan_guard import NaNGuard
+from pagi_rsm.callbacks.periodic_checkpoint import PeriodicCheckpoint
+from pagi_rsm.callbacks.progress import HeadlineProgress
+from pagi_rsm.callbacks.run_clock import RunClock
+from pagi_rsm.callbacks.stop_at_target import StopAtTarget
+from pagi_rsm.callbacks.tensorboard_summaries import BatchSummaries, write_weight_histograms
 
 __all__ = ["BoostStrengthDecay", "k_winners_layers"]
+__all__ += ["NaNGuard", "PeriodicCheckpoint", "HeadlineProgress", "RunClock", "StopAtTarget",
+            "BatchSummaries", "write_weight_histograms"]
