@@ -514,7 +514,9 @@ class Workflow:
     def hparams_for_dashboard(self):
         """The values shown in TensorBoard's HParams dashboard for this run."""
         if self.config.trial_values:
-            return dict(self.config.trial_values)
+            domains = self.config.sweep_domains
+            return {k: _as_domain_type(v, domains.get(k, [v]))
+                    for k, v in self.config.trial_values.items()}
         values = {"seed": self.config.seed, "batches": self.batches}
         defaults = definitions.component_defaults(self.config.component_class) or {}
         for key, value in self.hparams.items():
@@ -530,33 +532,30 @@ class Workflow:
         with self.writer.as_default():
             tf.summary.text("definition", f"Resolved definition (source: "
                                           f"{self.config.source}):\n\n{text}", step=step)
-            values = self.hparams_for_dashboard()
-            if not self.config.trial_values:
-                hp.hparams_config(hparams=[hp.HParam(k, _domain([v])) for k, v in values.items()],
-                                  metrics=self.dashboard_metrics())
-            hp.hparams(values, trial_id=self.config.trial or os.path.basename(
-                os.path.normpath(self.summary_dir)))
+            # A single run writes only its session: TensorBoard infers the HParams table from
+            # every run under --logdir (an experiment config per run would hide the others).
+            # A sweep's configuration is written once, in the sweep directory (run_all).
+            hp.hparams(self.hparams_for_dashboard(), trial_id=self.config.trial or
+                       os.path.basename(os.path.normpath(self.summary_dir)))
         self.writer.flush()
-
-    def dashboard_metrics(self):
-        """`hp.Metric`s shown in the HParams dashboard: the headline metric and the loss."""
-        from tensorboard.plugins.hparams import api as hp
-        names = [self.headline_metric] + (["loss"] if self.headline_metric != "loss" else [])
-        return [hp.Metric(f"train/{n}", display_name=n) for n in names]
 
 
 # --- module-level helpers ------------------------------------------------------------------------
 
-def _domain(values):
-    """An HParams domain for `values` (all of one type: bool, number or string)."""
-    from tensorboard.plugins.hparams import api as hp
+def _as_domain_type(value, values):
+    """`value` converted to the common type of the domain `values` (see `_domain`)."""
     if all(isinstance(v, bool) for v in values):
-        return hp.Discrete(values)
+        return value
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        if all(isinstance(v, int) for v in values):
-            return hp.Discrete(values)
-        return hp.Discrete([float(v) for v in values])
-    return hp.Discrete([str(v) for v in values])
+        return value if all(isinstance(v, int) for v in values) else float(value)
+    return str(value)
+
+
+def _domain(values):
+    """An HParams domain for `values`: bools, ints, floats (ints mixed in become floats), or
+    strings (anything else mixed becomes strings)."""
+    from tensorboard.plugins.hparams import api as hp
+    return hp.Discrete([_as_domain_type(v, values) for v in values])
 
 
 def _short_name(workflow):
@@ -664,10 +663,10 @@ def _write_sweep_config(config, parent):
     import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp
     os.makedirs(parent, exist_ok=True)
-    workflow = config.workflow_class
-    names = [workflow.headline_metric] + (["loss"] if workflow.headline_metric != "loss" else [])
+    names = [config.workflow_class.headline_metric, "loss"]
     with tf.summary.create_file_writer(parent).as_default():
         hp.hparams_config(
             hparams=[hp.HParam(name, _domain(values))
                      for name, values in config.sweep_domains.items()],
-            metrics=[hp.Metric(f"train/{n}", display_name=n) for n in names])
+            metrics=[hp.Metric(f"train/{n}", display_name=n)
+                     for n in dict.fromkeys(names)])
