@@ -374,3 +374,15 @@ def test_docstring_examples_run():
     import doctest
     result = doctest.testmod(gr, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 8 and result.failed == 0
+
+
+def test_two_iterators_at_once_each_get_the_whole_stream():
+    ds = onehot(batch_size=4, chunk_length=5, seed=12)
+    a, b = iter(ds), iter(ds)
+    first = [next(a)["labels"].numpy() for _ in range(2)]
+    mixed = []
+    for _ in range(4):
+        mixed.append((next(a)["labels"].numpy(), next(b)["labels"].numpy()))
+    reference = [el["labels"].numpy() for el in ds.take(6)]
+    np.testing.assert_array_equal(np.stack(first + [m[0] for m in mixed]), np.stack(reference))
+    np.testing.assert_array_equal(np.stack([m[1] for m in mixed]), np.stack(reference[:4]))
