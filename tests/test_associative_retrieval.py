@@ -238,3 +238,38 @@ def test_definitions_resolve(name):
         assert {("fast_weights", 20), ("lstm", 50), ("control", 100)} <= grid
     else:
         assert len(configs) == 1 and configs[0].hparams["units"] == int(name[1:-5])
+
+
+# ---- the plain training function and the table ----
+
+def test_train_retrieval_and_tables(tmp_path):
+    from pagi_rsm.workflows import associative_retrieval as wf
+    splits = ar.load_splits(4, seed=0, train_size=300, validation_size=40, test_size=50)
+    result = wf.train_retrieval("rnn_ln", 4, steps=20, batch_size=16, eval_interval=10,
+                                splits=splits, jit_compile=False, unroll=False,
+                                steps_per_execution=5, log=None)
+    assert result["steps_run"] == 20 and [h["step"] for h in result["history"]] == [10, 20]
+    best = min(result["history"], key=lambda h: h["val_error"])
+    assert result["validation_error"] == best["val_error"] and result["best_step"] == best["step"]
+    # The reported test error is that of the best-validation weights (restored in the model).
+    assert result["test_error"] == wf.error_rate(result["model"], *splits["test"])
+    assert 0.0 <= result["test_error"] <= 1.0
+    rows = [dict(result, model=None),
+            {"kind": "fast_weights", "units": 50, "test_error": 0.0123},
+            {"kind": "fast_weights", "units": 4, "test_error": 0.5}]
+    table = wf.format_table(rows)
+    lines = table.splitlines()
+    assert lines[0] == "| model | R=4 | R=50 |"
+    assert lines[2] == "| Fast weights (RNN-LN-FW) | 50.00% | 1.23% (paper 0%) |"
+    assert lines[3] == f"| RNN-LN | {100 * result['test_error']:.2f}% | - |"
+    for name, part in (("a", rows[:1]), ("b", rows[1:])):
+        (tmp_path / name).mkdir()
+        with open(tmp_path / name / "results.json", "w") as f:
+            import json
+            json.dump([{k: v for k, v in r.items() if k != "model"} for r in part], f)
+    merged = wf.merge_tables([str(tmp_path / "a"), str(tmp_path / "b")], str(tmp_path / "all"))
+    assert len(merged) == 3
+    assert (tmp_path / "all" / "table.md").read_text().endswith(table + "\n")
+    with open(tmp_path / "all" / "table.csv") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert [r["test_error_percent"] for r in csv_rows[1:]] == ["1.23", "50.0"]

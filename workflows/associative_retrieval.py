@@ -36,7 +36,7 @@ from pagi_rsm.datasets import associative_retrieval as ar
 from pagi_rsm.workflows.workflow import RESULTS_FILE, Workflow
 
 __all__ = ["AssociativeRetrievalWorkflow", "train_retrieval", "run_table", "error_rate",
-           "format_table", "write_table", "PAPER_TABLE"]
+           "format_table", "write_table", "merge_tables", "PAPER_TABLE"]
 
 PAPER_TABLE = {
     # Ba et al. 2016, Table 1, test error (%) with K = 4 pairs, as recalled in
@@ -393,6 +393,19 @@ def _table_row(results_path):
             "parameters": evaluation.get("parameters")}
 
 
+def merge_tables(run_dirs, out_dir):
+    """Combines the results.json of several `run_table` directories (e.g. runs made in parallel)
+    into one table.md / table.csv / results.json in `out_dir`. Returns the combined rows."""
+    rows = []
+    for directory in run_dirs:
+        with open(os.path.join(directory, "results.json"), encoding="utf-8") as f:
+            rows.extend(json.load(f))
+    write_table(rows, out_dir)
+    with open(os.path.join(out_dir, "results.json"), "w", encoding="utf-8") as f:
+        json.dump(rows, f, indent=1)
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="fast_weights,lstm,rnn_ln",
@@ -410,7 +423,15 @@ def main(argv=None):
     parser.add_argument("--no_jit", action="store_true", help="do not XLA-compile the step")
     parser.add_argument("--no_unroll", action="store_true", help="keep the RNN while loop")
     parser.add_argument("--out", default=None, help="directory for table.md/.csv, results.json")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="RUN_DIR",
+                        help="only combine the results.json of these --out directories into "
+                             "one table in --out (no training)")
     args = parser.parse_args(argv)
+    if args.merge:
+        if not args.out:
+            parser.error("--merge needs --out")
+        print(format_table(merge_tables(args.merge, args.out)))
+        return
     run_table(models=args.models.split(","), units_list=[int(u) for u in args.units.split(",")],
               out_dir=args.out, pairs=args.pairs, seed=args.seed, steps=args.steps,
               batch_size=args.batch_size, learning_rate=args.learning_rate,
