@@ -24,6 +24,7 @@ PER_LAYER = {
     "hidden_keep_rate": 1.0, "boost_factor": 0.0, "decoder_activation": None,
     "use_input_bias": False, "use_recurrent_bias": False, "use_feedback_bias": False,
     "use_decoder_bias": True, "pool_size": 1, "recurrent_path": "auto",
+    "decoder_pooling": "max",
 }
 # Stack-wide hparams.
 STACK = {

@@ -267,3 +267,21 @@ def test_sparse_path_rejects_a_trace():
     with pytest.raises(ValueError, match="recurrent_path"):
         RSMCell(groups=G, cells_per_group=C, sparsity=K, recurrent_decay=0.5,
                 recurrent_path="sparse")
+
+
+def test_sum_decoder_pooling_sees_negative_winners():
+    cell = RSMCell(groups=G, cells_per_group=C, sparsity=K, decoder_pooling="sum")
+    cell.build((None, D))
+    rng = np.random.default_rng(7)
+    for v in cell.trainable_weights:
+        v.assign(rng.normal(0, 0.1, v.shape).astype("float32"))
+    # A strongly negative feed-forward drive makes every winner's value negative.
+    cell.input_kernel.assign(-np.abs(rng.normal(0, 3.0, (D, G))).astype("float32"))
+    states = [tf.constant(rng.uniform(0.2, 1, (B, s)).astype("float32")) for s in cell.state_size]
+    out = cell.step(tf.constant(rng.uniform(size=(B, D)).astype("float32")), states)
+    y = np.asarray(out.encoding, "float64").reshape(B, G, C)
+    assert (y < 0).any()  # the case where "max" would hide a winner
+    expected = y.sum(-1) @ np.asarray(cell.decoder_kernel) + np.asarray(cell.decoder_bias)
+    np.testing.assert_allclose(out.decoding, expected, atol=1e-5)
+    with pytest.raises(ValueError, match="decoder_pooling"):
+        RSMCell(groups=G, cells_per_group=C, sparsity=K, decoder_pooling="mean")

@@ -11,6 +11,7 @@ RSMStep = collections.namedtuple("RSMStep", ["encoding", "decoding", "mask", "st
 
 _NORMS = (None, "sum", "abs_sum")
 _PATHS = ("auto", "dense", "sparse")
+_POOLINGS = ("max", "sum")
 
 
 def _check(condition, message):
@@ -121,6 +122,9 @@ class RSMCell(keras.layers.Layer):
         gather form ~10× slower than the dense matmul on CPU at the paper's shapes (B=400,
         n=1200, k=25), because oneDNN's matmul is far more efficient per FLOP than the
         [B, k, n] gather and segment-sum of the gradient.
+      decoder_pooling: how the decoder reads a group: "max" over its cells (the original;
+        a winner with a negative value is then invisible to the decoder and gets no decoder
+        gradient, quirk 2) or "sum" (the value of the one active cell, whatever its sign).
       seed: seed of the dropout draws.
 
     Call arguments (Keras RNN cell API, `call(inputs, states, training)`):
@@ -152,7 +156,8 @@ class RSMCell(keras.layers.Layer):
                  input_initializer="glorot_uniform", recurrent_initializer="glorot_uniform",
                  feedback_initializer="glorot_uniform", decoder_initializer="glorot_uniform",
                  bias_initializer="zeros", feedback_units=0, reset_input=False,
-                 output_decoding=False, recurrent_path="auto", seed=None, **kwargs):
+                 output_decoding=False, recurrent_path="auto", decoder_pooling="max", seed=None,
+                 **kwargs):
         super().__init__(**kwargs)
         for name, value in (("groups", groups), ("cells_per_group", cells_per_group),
                             ("sparsity", sparsity)):
@@ -187,6 +192,9 @@ class RSMCell(keras.layers.Layer):
                "recurrent_path='sparse' needs recurrent_decay == 0 (a trace has more than k "
                f"non-zeros), got recurrent_decay={recurrent_decay!r}")
         self.recurrent_path = recurrent_path
+        _check(decoder_pooling in _POOLINGS,
+               f"decoder_pooling must be one of {_POOLINGS}, got {decoder_pooling!r}")
+        self.decoder_pooling = decoder_pooling
         self.groups = groups
         self.cells_per_group = cells_per_group
         self.sparsity = sparsity
@@ -382,7 +390,8 @@ class RSMCell(keras.layers.Layer):
         mask = tf.stop_gradient(rsm_ops.group_cell_mask(rho, self.sparsity))     # [B, g, c]
         y = self.activation(z * mask)                                             # [B, g, c]
 
-        decoded = self._dense(ops.max(y, axis=-1), self.decoder_kernel, self.decoder_bias)
+        pooled = ops.max(y, axis=-1) if self.decoder_pooling == "max" else ops.sum(y, axis=-1)
+        decoded = self._dense(pooled, self.decoder_kernel, self.decoder_bias)
         decoded = self.decoder_activation(decoded)
 
         y_flat = ops.reshape(y, (-1, self.units))
@@ -452,6 +461,7 @@ class RSMCell(keras.layers.Layer):
             "bias_initializer": ser(self.bias_initializer),
             "feedback_units": self.feedback_units, "reset_input": self.reset_input,
             "output_decoding": self.output_decoding, "recurrent_path": self.recurrent_path,
+            "decoder_pooling": self.decoder_pooling,
             "seed": self.seed,
         })
         return config
