@@ -14,7 +14,9 @@ hidden units and predicts the queried value from the last hidden state with a so
 
 `RetrievalModel` trains with its own `train_step`, which computes the global norm of the
 gradient every step (reported as the metric ``grad_norm``, before clipping) and clips the
-gradient to `clip_norm` by global norm (``clip_norm=None`` or 0: no clipping). Under a
+gradient to `clip_norm` by global norm (``clip_norm=None`` or 0: no clipping). Under mixed
+precision the norm is that of the unscaled gradient, and steps whose loss-scaled gradient
+overflowed (which the loss-scale optimizer skips) are left out of ``grad_norm``. Under a
 `tf.distribute` strategy the gradient is summed over the replicas before its norm is taken, so
 the norm and the clipping are those of the global batch (Keras' own ``global_clipnorm`` clips
 each replica's partial gradient). Calling `compile()` with no optimizer gives Adam with the
@@ -257,7 +259,10 @@ class RetrievalModel(keras.Model):
         for metric in self.metrics:
             if metric.name == "loss":
                 metric.update_state(loss * replicas, sample_weight=tf.shape(y)[0])
-        self.grad_norm_tracker.update_state(norm)
+        # A loss-scaled step that overflowed is skipped by the optimizer: leave it out.
+        finite = tf.math.is_finite(norm)
+        self.grad_norm_tracker.update_state(tf.where(finite, norm, 0.0),
+                                            sample_weight=tf.cast(finite, tf.float32))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def compile_from_config(self, config):

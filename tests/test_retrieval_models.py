@@ -229,3 +229,33 @@ def test_layer_norm_gru_validation_and_config():
         keras.layers.RNN(LayerNormGRUCell(3))(np.zeros((2, 3, 4, 5), "float32"))
     cell = LayerNormGRUCell(3, epsilon=1e-3)
     assert LayerNormGRUCell.from_config(cell.get_config()).get_config() == cell.get_config()
+
+
+def test_mixed_float16_grad_norm_is_unscaled():
+    """Under mixed_float16 the gradients are loss-scaled; the reported norm is that of the
+    unscaled gradient, close to the float32 one, and overflowed (skipped) steps are left out."""
+    x, y = _batch(8, seed=6)
+    keras.utils.set_random_seed(2)
+    start = build_model("fast_weights", 6).get_weights()
+    norms = []
+    for policy in ("float32", "mixed_float16"):
+        keras.mixed_precision.set_global_policy(policy)
+        model = build_model("fast_weights", 6)
+        model.set_weights(start)
+        optimizer = keras.optimizers.Adam(1e-3)
+        if policy == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=256.0)
+        model.compile(optimizer=optimizer)
+        logs = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
+        norms.append(logs["grad_norm"][0])
+        assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+    assert norms[1] == pytest.approx(norms[0], rel=5e-2)  # float16 rounding; scale is 256
+    # A scale so large that the float16 gradients overflow: the step is skipped and not counted.
+    model = build_model("fast_weights", 6)
+    model.set_weights(start)
+    model.compile(optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3),
+                                                                initial_scale=2.0 ** 60))
+    logs = model.fit(x, y, batch_size=8, epochs=1, verbose=0).history
+    assert logs["grad_norm"][0] == 0.0  # no step counted
+    for w, w0 in zip(model.get_weights(), start):
+        np.testing.assert_array_equal(w, w0)  # skipped
