@@ -444,13 +444,14 @@ class SequenceMemoryStack(keras.Model):
     def write_summaries(self, step, batch):
         """Images and histograms for TensorBoard, written to the caller's default writer.
 
-        Images: the cell-activity raster of stream 0 over the chunk (cells × time, per layer)
+        Images: the cell-activity raster of stream 0 over the chunk (time × cells, per layer)
         and, when the input is a square image, input | decoder prediction of layer 0 for the
         first steps of stream 0. Histograms: every weight and the cell win frequencies.
         """
         out = self(batch, training=False)
         for l in range(self.num_layers):
-            raster = ops.transpose(ops.abs(out[f"encoding_{l}"][0]))  # [n, T]
+            # Time down (each step 8 pixels tall), cells across: |y| of stream 0 in [0, 1].
+            raster = ops.repeat(ops.abs(out[f"encoding_{l}"][0]), 8, axis=0)  # [8T, n]
             tf.summary.image(f"memory_{l}/cell_activity", raster[None, :, :, None], step=step)
         x = ops.convert_to_tensor(batch["inputs"])
         side = int(round(self.hparams["input_dim"] ** 0.5))
