@@ -65,8 +65,8 @@ def next_symbol_arrays(grammar, states):
 
     Returns:
       dict of numpy arrays over N × (L − 1) positions: `symbols` int32 (class id of the input
-      symbol s_t, −1 on padding and at the string's last symbol, which is no input), `labels` int32 (class id of s_{t+1}, 0 on padding), `mask`
-      float32, `test` float32.
+      symbol s_t; −1 on padding and at the string's last symbol, which is no input), `labels`
+      int32 (class id of s_{t+1}, 0 on padding), `mask` float32, `test` float32.
     """
     grammar = as_grammar(grammar)
     states = np.asarray(states)
