@@ -167,7 +167,7 @@ DEFINITIONS = pathlib.Path(__file__).resolve().parents[1] / "definitions" / "fas
 
 def _tiny(**sweeps):
     raw = {"experiment-options": {"workflow": WORKFLOW, "batches": 8, "seed": 3,
-                                  "hparams_override": {"units": 4}},
+                                  "hparams_override": {"units": 4, "unroll": False}},
            "workflow-options": {"checkpoint_interval": 4, "train_size": 200,
                                 "validation_size": 50, "test_size": 60, "batch_size": 16,
                                 "progress": False, "summary_interval": 1}}
