@@ -104,6 +104,10 @@ class RetrievalModel(keras.Model):
       max_length: history length of the attention form; at least the sequence length (2K+3)
         makes it exact. None (default): 11, the length for K = 4.
       learning_rate: Adam learning rate used by `compile()` without an optimizer (default 1e-3).
+      final_learning_rate: if set (with `decay_steps` > 0), the learning rate follows a cosine
+        from `learning_rate` down to this value over `decay_steps` steps, then stays there.
+        None (default): constant.
+      decay_steps: length of that decay in optimizer steps (0: no decay).
       clip_norm: global-norm gradient clip (default 5.0; None or 0 disables it).
       unroll: unroll the recurrent loop over time (`keras.layers.RNN(unroll=True)`): faster
         for short sequences on CPU, in particular under XLA (needs a static time axis).
@@ -127,14 +131,14 @@ class RetrievalModel(keras.Model):
     default_hparams = {
         "kind": "fast_weights", "units": 50, "decay": 0.95, "fast_learning_rate": 0.5,
         "inner_steps": 1, "implementation": "attention", "max_length": None,
-        "learning_rate": 1e-3, "clip_norm": 5.0, "unroll": False, "input_units": 0,
-        "readout_units": 0,
+        "learning_rate": 1e-3, "final_learning_rate": None, "decay_steps": 0,
+        "clip_norm": 5.0, "unroll": False, "input_units": 0, "readout_units": 0,
     }
     """Defaults of the hyperparameters a definition may set (``hparams_override``)."""
 
     def __init__(self, kind="fast_weights", units=50, decay=0.95, fast_learning_rate=0.5,
                  inner_steps=1, implementation="attention", max_length=None, learning_rate=1e-3,
-                 clip_norm=5.0, unroll=False, input_units=0, readout_units=0,
+                 final_learning_rate=None, decay_steps=0, clip_norm=5.0, unroll=False, input_units=0, readout_units=0,
                  num_symbols=NUM_SYMBOLS, num_classes=NUM_CLASSES, **kwargs):
         super().__init__(**kwargs)
         if kind not in KINDS:
@@ -164,6 +168,16 @@ class RetrievalModel(keras.Model):
         _check("max_length", max_length is None or (_is_int(max_length) and max_length >= 1),
                "None or an integer >= 1", max_length)
         self.learning_rate = float(learning_rate)
+        _check("final_learning_rate", final_learning_rate is None or (
+            _is_real(final_learning_rate) and 0 < final_learning_rate <= learning_rate),
+            f"None or a number in (0, learning_rate={learning_rate}]", final_learning_rate)
+        _check("decay_steps", _is_int(decay_steps) and decay_steps >= 0, "an integer >= 0",
+               decay_steps)
+        if final_learning_rate is not None and decay_steps == 0:
+            raise ValueError("decay_steps must be > 0 when final_learning_rate is set, got 0")
+        self.final_learning_rate = (None if final_learning_rate is None
+                                    else float(final_learning_rate))
+        self.decay_steps = int(decay_steps)
         self.clip_norm = None if not clip_norm else float(clip_norm)
         _check("unroll", isinstance(unroll, bool), "True or False", unroll)
         self.unroll = unroll
@@ -227,10 +241,18 @@ class RetrievalModel(keras.Model):
             h = self.hidden(h)
         return self.readout(h)
 
+    def learning_schedule(self):
+        """The learning rate (a float) or its cosine decay schedule."""
+        if self.final_learning_rate is None:
+            return self.learning_rate
+        return keras.optimizers.schedules.CosineDecay(
+            self.learning_rate, self.decay_steps,
+            alpha=self.final_learning_rate / self.learning_rate)
+
     def compile(self, optimizer=None, loss=None, metrics=None, **kwargs):
         """`keras.Model.compile` with this model's defaults for anything not given."""
         if optimizer is None:
-            optimizer = keras.optimizers.Adam(self.learning_rate)
+            optimizer = keras.optimizers.Adam(self.learning_schedule())
         if loss is None:
             loss = keras.losses.SparseCategoricalCrossentropy()
         if metrics is None:
@@ -282,6 +304,8 @@ class RetrievalModel(keras.Model):
             "implementation": self.implementation,
             "max_length": self.max_length,
             "learning_rate": self.learning_rate,
+            "final_learning_rate": self.final_learning_rate,
+            "decay_steps": self.decay_steps,
             "clip_norm": self.clip_norm,
             "unroll": self.unroll,
             "input_units": self.input_units,

@@ -82,6 +82,21 @@ def test_validation(kwargs, match):
         build_model(**{"kind": "fast_weights", "units": 4, **kwargs})
 
 
+def test_learning_rate_schedule():
+    assert build_model("lstm", 3, learning_rate=2e-3).learning_schedule() == 2e-3
+    model = build_model("lstm", 3, learning_rate=1e-3, final_learning_rate=1e-4, decay_steps=100)
+    schedule = model.learning_schedule()
+    assert float(schedule(0)) == pytest.approx(1e-3)
+    assert float(schedule(50)) == pytest.approx(1e-4 + 0.5 * 9e-4)  # half way along the cosine
+    assert float(schedule(100)) == pytest.approx(1e-4) and float(schedule(500)) == pytest.approx(1e-4)
+    model.compile()
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="decay_steps must be > 0"):
+        build_model("lstm", 3, final_learning_rate=1e-4)
+    with pytest.raises(ValueError, match="final_learning_rate must be None or a number in"):
+        build_model("lstm", 3, final_learning_rate=1e-2, decay_steps=10)
+
+
 def test_default_hparams_match_the_constructor():
     signature = inspect.signature(RetrievalModel.__init__)
     for key, value in RetrievalModel.default_hparams.items():

@@ -164,7 +164,7 @@ def train_retrieval(kind="fast_weights", units=50, pairs=ar.DEFAULT_PAIRS, steps
         "validation_error": monitor.best_error, "test_error": test,
         "final_test_error": final_test, "train_seconds": seconds,
         "seconds_per_step": seconds / max(steps_run, 1), "parameters": model.count_params(),
-        "history": monitor.history, "model": model,
+        "model_options": dict(model_options), "history": monitor.history, "model": model,
     }
     if log:
         log(f"{kind} R={units}: test error {100 * test:.2f}% (best validation "
@@ -415,6 +415,9 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=30000)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--final_learning_rate", type=float, default=None,
+                        help="cosine-decay the learning rate to this over --steps (default: "
+                             "constant)")
     parser.add_argument("--clip_norm", type=float, default=5.0)
     parser.add_argument("--eval_interval", type=int, default=1000)
     parser.add_argument("--target_error", type=float, default=None,
@@ -436,6 +439,8 @@ def main(argv=None):
               out_dir=args.out, pairs=args.pairs, seed=args.seed, steps=args.steps,
               batch_size=args.batch_size, learning_rate=args.learning_rate,
               clip_norm=args.clip_norm, eval_interval=args.eval_interval,
+              **({"final_learning_rate": args.final_learning_rate, "decay_steps": args.steps}
+                 if args.final_learning_rate else {}),
               target_error=args.target_error, jit_compile=not args.no_jit,
               unroll=not args.no_unroll, log=lambda s: print(s, flush=True))
 
