@@ -138,7 +138,8 @@ class RetrievalModel(keras.Model):
 
     def __init__(self, kind="fast_weights", units=50, decay=0.95, fast_learning_rate=0.5,
                  inner_steps=1, implementation="attention", max_length=None, learning_rate=1e-3,
-                 final_learning_rate=None, decay_steps=0, clip_norm=5.0, unroll=False, input_units=0, readout_units=0,
+                 final_learning_rate=None, decay_steps=0, clip_norm=5.0, unroll=False,
+                 input_units=0, readout_units=0,
                  num_symbols=NUM_SYMBOLS, num_classes=NUM_CLASSES, **kwargs):
         super().__init__(**kwargs)
         if kind not in KINDS:

@@ -88,7 +88,8 @@ def test_learning_rate_schedule():
     schedule = model.learning_schedule()
     assert float(schedule(0)) == pytest.approx(1e-3)
     assert float(schedule(50)) == pytest.approx(1e-4 + 0.5 * 9e-4)  # half way along the cosine
-    assert float(schedule(100)) == pytest.approx(1e-4) and float(schedule(500)) == pytest.approx(1e-4)
+    assert float(schedule(100)) == pytest.approx(1e-4)
+    assert float(schedule(500)) == pytest.approx(1e-4)
     model.compile()
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
     with pytest.raises(ValueError, match="decay_steps must be > 0"):

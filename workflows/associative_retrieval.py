@@ -173,7 +173,7 @@ def train_retrieval(kind="fast_weights", units=50, pairs=ar.DEFAULT_PAIRS, steps
     return result
 
 
-# --- the Table 1 layout ----------------------------------------------------------------------------
+# --- the Table 1 layout -------------------------------------------------------------------------
 
 def format_table(rows):
     """Markdown table of test error (%): one row per model kind, one column per R.
