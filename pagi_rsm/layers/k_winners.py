@@ -9,6 +9,7 @@ import numbers
 import keras
 import tensorflow as tf
 
+from pagi_rsm.distribute import replica_sum
 from pagi_rsm.metrics import duty_cycle as duty_cycle_metrics
 from pagi_rsm.ops import k_winners as kw_ops
 
@@ -87,10 +88,8 @@ class _KWinnersBase(keras.layers.Layer):
 
     def _update_duty_cycles(self, outputs):
         count, batch = self._active_count(outputs)
-        ctx = tf.distribute.get_replica_context()
-        if ctx is not None and ctx.num_replicas_in_sync > 1:
-            # Duty cycles are over the GLOBAL batch: sum counts and samples over replicas.
-            count, batch = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [count, batch])
+        # Duty cycles are over the GLOBAL batch: sum counts and samples over replicas.
+        count, batch = replica_sum([count, batch])
         duty, iterations = kw_ops.update_duty_cycles(
             self.duty_cycles.value, self.learning_iterations.value, count, batch,
             self.duty_cycle_period)
