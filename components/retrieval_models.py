@@ -103,6 +103,8 @@ class RetrievalModel(keras.Model):
       implementation: `FastWeightsCell` implementation, "attention" (default) or "explicit".
       max_length: history length of the attention form; at least the sequence length (2K+3)
         makes it exact. None (default): 11, the length for K = 4.
+      preliminary_layer_norm: `FastWeightsCell` option (`fast_weights` only): layer-normalise
+        the preliminary vector too (default False, the paper's f(W h + C x)).
       learning_rate: Adam learning rate used by `compile()` without an optimizer (default 1e-3).
       final_learning_rate: if set (with `decay_steps` > 0), the learning rate follows a cosine
         from `learning_rate` down to this value over `decay_steps` steps, then stays there.
@@ -131,13 +133,15 @@ class RetrievalModel(keras.Model):
     default_hparams = {
         "kind": "fast_weights", "units": 50, "decay": 0.95, "fast_learning_rate": 0.5,
         "inner_steps": 1, "implementation": "attention", "max_length": None,
+        "preliminary_layer_norm": False,
         "learning_rate": 1e-3, "final_learning_rate": None, "decay_steps": 0,
         "clip_norm": 5.0, "unroll": False, "input_units": 0, "readout_units": 0,
     }
     """Defaults of the hyperparameters a definition may set (``hparams_override``)."""
 
     def __init__(self, kind="fast_weights", units=50, decay=0.95, fast_learning_rate=0.5,
-                 inner_steps=1, implementation="attention", max_length=None, learning_rate=1e-3,
+                 inner_steps=1, implementation="attention", max_length=None,
+                 preliminary_layer_norm=False, learning_rate=1e-3,
                  final_learning_rate=None, decay_steps=0, clip_norm=5.0, unroll=False,
                  input_units=0, readout_units=0,
                  num_symbols=NUM_SYMBOLS, num_classes=NUM_CLASSES, **kwargs):
@@ -166,6 +170,9 @@ class RetrievalModel(keras.Model):
         self.inner_steps = inner_steps
         self.implementation = implementation
         self.max_length = max_length
+        _check("preliminary_layer_norm", isinstance(preliminary_layer_norm, bool),
+               "True or False", preliminary_layer_norm)
+        self.preliminary_layer_norm = preliminary_layer_norm
         _check("max_length", max_length is None or (_is_int(max_length) and max_length >= 1),
                "None or an integer >= 1", max_length)
         self.learning_rate = float(learning_rate)
@@ -205,6 +212,7 @@ class RetrievalModel(keras.Model):
             eta = self.fast_learning_rate if self.kind == "fast_weights" else 0.0
             cell = FastWeightsCell(units, decay=self.decay, fast_learning_rate=eta,
                                    inner_steps=self.inner_steps,
+                                   preliminary_layer_norm=self.preliminary_layer_norm and eta > 0,
                                    implementation=self.implementation if eta else "explicit",
                                    max_length=(self.max_length or DEFAULT_MAX_LENGTH) if eta
                                    else None)
@@ -304,6 +312,7 @@ class RetrievalModel(keras.Model):
             "inner_steps": self.inner_steps,
             "implementation": self.implementation,
             "max_length": self.max_length,
+            "preliminary_layer_norm": self.preliminary_layer_norm,
             "learning_rate": self.learning_rate,
             "final_learning_rate": self.final_learning_rate,
             "decay_steps": self.decay_steps,

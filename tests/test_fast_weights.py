@@ -22,12 +22,12 @@ def _ln(z, gain, bias):
 
 
 def numpy_reference(x, kernel, recurrent, bias, gain, ln_bias, decay, eta, inner_steps,
-                    use_ln=True):
+                    use_ln=True, preliminary_ln=False):
     """The paper's equations, one sample at a time, float64, explicit A.
 
     A(t) = decay A(t-1) + eta h(t) h(t)^T; z = W h(t) + C x(t) + b (Keras kernels are [in, out],
-    so W h is ``h @ recurrent``); h_0 = relu(LN(z)); h_{s+1} = relu(LN(z + A(t) h_s)).
-    Returns outputs [B, T, H] and the final A(T-1) [B, H, H].
+    so W h is ``h @ recurrent``); h_0 = relu(z) (relu(LN(z)) with `preliminary_ln`);
+    h_{s+1} = relu(LN(z + A(t) h_s)). Returns outputs [B, T, H] and the final A(T-1) [B, H, H].
     """
     relu = lambda v: np.maximum(v, 0.0)  # noqa: E731
     norm = (lambda v: _ln(v, gain, ln_bias)) if use_ln else (lambda v: v)
@@ -41,7 +41,7 @@ def numpy_reference(x, kernel, recurrent, bias, gain, ln_bias, decay, eta, inner
         for t in range(steps):
             a = decay * a + eta * np.outer(h, h)
             z = h @ recurrent + x[n, t] @ kernel + bias
-            hs = relu(norm(z))
+            hs = relu(norm(z)) if preliminary_ln else relu(z)
             for _ in range(inner_steps):
                 hs = relu(norm(z + a @ hs))
             h = hs
@@ -76,17 +76,19 @@ def _run(cell, x, rng=None, weights=None):
 
 
 @pytest.mark.parametrize("implementation", ["explicit", "attention"])
-@pytest.mark.parametrize("inner_steps,decay,eta", [(1, 0.95, 0.5), (3, 0.7, 1.3), (2, 0.0, 0.5),
-                                                   (1, 1.0, 0.2)])
-def test_matches_numpy_reference(implementation, inner_steps, decay, eta, rng):
+@pytest.mark.parametrize("inner_steps,decay,eta,preliminary_ln", [
+    (1, 0.95, 0.5, False), (3, 0.7, 1.3, False), (2, 0.0, 0.5, False), (1, 1.0, 0.2, False),
+    (1, 0.95, 0.5, True), (2, 0.9, 0.8, True)])
+def test_matches_numpy_reference(implementation, inner_steps, decay, eta, preliminary_ln, rng):
     batch, steps, features, units = 3, 6, 4, 5
     x = rng.standard_normal((batch, steps, features)).astype("float32")
     cell = FastWeightsCell(units, decay=decay, fast_learning_rate=eta, inner_steps=inner_steps,
-                           implementation=implementation, max_length=steps)
+                           implementation=implementation, max_length=steps,
+                           preliminary_layer_norm=preliminary_ln)
     out, states, w = _run(cell, x, rng)
     expected, final_a = numpy_reference(x.astype("float64"), w["kernel"], w["recurrent_kernel"],
                                         w["bias"], w["ln_gain"], w["ln_bias"], decay, eta,
-                                        inner_steps)
+                                        inner_steps, preliminary_ln=preliminary_ln)
     np.testing.assert_allclose(out, expected, atol=2e-4, rtol=1e-4)
     np.testing.assert_allclose(states[0], expected[:, -1], atol=2e-4, rtol=1e-4)
     if implementation == "explicit":
@@ -99,8 +101,14 @@ def test_matches_numpy_reference(implementation, inner_steps, decay, eta, rng):
     # The reference is sensitive to the fast weights: without them the outputs differ.
     if eta > 0:
         no_fw, _ = numpy_reference(x.astype("float64"), w["kernel"], w["recurrent_kernel"],
-                                   w["bias"], w["ln_gain"], w["ln_bias"], decay, 0.0, inner_steps)
+                                   w["bias"], w["ln_gain"], w["ln_bias"], decay, 0.0, inner_steps,
+                                   preliminary_ln=preliminary_ln)
         assert np.abs(no_fw - expected).max() > 1e-2
+        # ... and the two readings of the preliminary vector differ.
+        other, _ = numpy_reference(x.astype("float64"), w["kernel"], w["recurrent_kernel"],
+                                   w["bias"], w["ln_gain"], w["ln_bias"], decay, eta, inner_steps,
+                                   preliminary_ln=not preliminary_ln)
+        assert np.abs(other - expected).max() > 1e-3
 
 
 def test_zero_fast_learning_rate_is_rnn_ln(rng):
@@ -186,7 +194,7 @@ def test_defaults_and_alias():
     assert FastWeightsRNNLN is FastWeightsCell
     cell = FastWeightsCell(5)
     assert (cell.decay, cell.fast_learning_rate, cell.inner_steps) == (0.95, 0.5, 1)
-    assert cell.implementation == "explicit"
+    assert cell.implementation == "explicit" and cell.preliminary_layer_norm is False
     cell.build((None, 3))
     np.testing.assert_allclose(np.asarray(cell.recurrent_kernel), 0.05 * np.eye(5))
     np.testing.assert_allclose(np.asarray(cell.ln_gain), np.ones(5))
@@ -197,13 +205,14 @@ def test_defaults_and_alias():
 
 def test_config_round_trip():
     cell = FastWeightsCell(7, decay=0.9, fast_learning_rate=0.25, inner_steps=2,
-                           implementation="attention", max_length=9, layer_norm=False,
-                           activation="tanh", epsilon=1e-3, name="fw")
+                           implementation="attention", max_length=9, layer_norm=True,
+                           preliminary_layer_norm=True, activation="tanh", epsilon=1e-3,
+                           name="fw")
     config = cell.get_config()
     clone = FastWeightsCell.from_config(config)
     assert clone.get_config() == config
     for key in ("units", "decay", "fast_learning_rate", "inner_steps", "implementation",
-                "max_length", "layer_norm", "epsilon"):
+                "max_length", "layer_norm", "preliminary_layer_norm", "epsilon"):
         assert getattr(clone, key) == getattr(cell, key), key
 
 
@@ -219,6 +228,9 @@ def test_config_round_trip():
     (dict(units=4, implementation="attention"), "max_length must be an integer >= 1"),
     (dict(units=4, implementation="attention", max_length=0), "max_length must be None or"),
     (dict(units=4, layer_norm="yes"), "layer_norm must be True or False"),
+    (dict(units=4, preliminary_layer_norm=1), "preliminary_layer_norm must be True or False"),
+    (dict(units=4, layer_norm=False, preliminary_layer_norm=True),
+     "preliminary_layer_norm=True needs layer_norm=True"),
     (dict(units=4, epsilon=0.0), "epsilon must be a number > 0"),
 ])
 def test_validation(kwargs, match):
