@@ -94,7 +94,7 @@ def test_matches_numpy_reference(implementation, inner_steps, decay, eta, prelim
     if implementation == "explicit":
         memory = states[1].reshape(batch, units, units)
     else:  # rebuild A(T-1) from the history of h(0..T-1) and its weights
-        history = states[1].reshape(batch, steps, units)
+        history = np.stack(states[1:], axis=1)  # L history states [B, H], oldest first
         coef = eta * decay ** np.arange(steps - 1, -1, -1)
         memory = np.einsum("l,bli,blj->bij", coef, history, history)
     np.testing.assert_allclose(memory, final_a, atol=5e-4, rtol=1e-4)
@@ -141,7 +141,7 @@ def test_explicit_and_attention_agree(rng):
                                 max_length=steps)
     out_a, states_a, _ = _run(attention, x, weights=[w[v.name] for v in explicit.weights])
     np.testing.assert_allclose(out_a, out_e, atol=1e-4, rtol=1e-4)
-    history = states_a[1].reshape(batch, steps, units)
+    history = np.stack(states_a[1:], axis=1)
     coef = 0.5 * 0.95 ** np.arange(steps - 1, -1, -1)
     np.testing.assert_allclose(np.einsum("l,bli,blj->bij", coef, history, history),
                                states_e[1].reshape(batch, units, units), atol=1e-3, rtol=1e-4)
@@ -200,7 +200,7 @@ def test_defaults_and_alias():
     np.testing.assert_allclose(np.asarray(cell.ln_gain), np.ones(5))
     assert cell.state_size == [5, 25]
     att = FastWeightsCell(5, implementation="attention", max_length=11)
-    assert att.state_size == [5, 55]
+    assert att.state_size == [5] * 12  # h and 11 history states
 
 
 def test_config_round_trip():
@@ -290,11 +290,13 @@ def test_fast_weight_ops_agree(rng):
     batch, length, units = 2, 4, 3
     hs = rng.standard_normal((length, batch, units)).astype("float32")
     a = np.zeros((batch, units, units), "float32")
-    history = np.zeros((batch, length, units), "float32")
+    history = [np.zeros((batch, units), "float32")] * length
     for h in hs:
         a = np.asarray(update_fast_weights(a, h, 0.8, 0.5))
-        history = np.asarray(push_history(history, h))
-    np.testing.assert_allclose(history.transpose(1, 0, 2), hs)
+        history = push_history(history, h)
+    assert len(history) == length
+    history = np.stack(history, axis=1)
+    np.testing.assert_array_equal(history, hs.transpose(1, 0, 2))  # oldest first
     np.testing.assert_allclose(np.asarray(history_weights(length, 0.8, 0.5)),
                                0.5 * 0.8 ** np.array([3, 2, 1, 0]), rtol=1e-6)
     query = rng.standard_normal((batch, units)).astype("float32")

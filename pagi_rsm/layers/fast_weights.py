@@ -73,15 +73,16 @@ class FastWeightsCell(keras.layers.Layer):
 
     * ``"explicit"``: the state holds A(t-1) as a `[B, H, H]` matrix (flattened to `H*H`).
       Cost per step O(B H^2) (update) + O(S B H^2) (products).
-    * ``"attention"``: the state holds the last `max_length` hidden states h(t-L+1) .. h(t)
-      (a `[B, L, H]` buffer flattened to `L*H`, oldest first; the step pushes h(t) in, then
-      computes ``A(t) h_s = fast_learning_rate * sum_tau decay^(t-tau) h(tau) (h(tau)^T h_s)``
+    * ``"attention"``: the state holds the last L = `max_length` hidden states h(t-L+1) .. h(t)
+      as L states of shape `[B, H]`, oldest first; the step pushes h(t) in (a shift of the list,
+      no copy), stacks them and computes
+      ``A(t) h_s = fast_learning_rate * sum_tau decay^(t-tau) h(tau) (h(tau)^T h_s)``
       without materialising A. Cost O(S B L H) per step. Exact for sequences of at most
       `max_length` steps from the zero initial state; on longer sequences the terms older than
       `max_length` steps (weight <= decay^max_length) are dropped.
 
     States (in the order of `state_size`): ``h`` `[B, units]`, then the memory: ``A`` flattened
-    `[B, units*units]` ("explicit") or the history flattened `[B, max_length*units]`
+    `[B, units*units]` ("explicit") or `max_length` history states `[B, units]`, oldest first
     ("attention"); no memory when ``fast_learning_rate == 0``. The zero initial state of
     `keras.layers.RNN` is the paper's "A = 0 at the start of each sequence". Under mixed
     precision the matmuls run in the compute dtype (float16) while layer norm and the fast-weight
@@ -182,19 +183,12 @@ class FastWeightsCell(keras.layers.Layer):
         return self.fast_learning_rate > 0.0
 
     @property
-    def memory_size(self):
-        """Flattened size of the memory state (0 without memory)."""
-        if not self.uses_memory:
-            return 0
-        if self.implementation == "explicit":
-            return self.units * self.units
-        return self.max_length * self.units
-
-    @property
     def state_size(self):
         if not self.uses_memory:
             return [self.units]
-        return [self.units, self.memory_size]
+        if self.implementation == "explicit":
+            return [self.units, self.units * self.units]
+        return [self.units] * (1 + self.max_length)
 
     @property
     def output_size(self):
@@ -240,25 +234,24 @@ class FastWeightsCell(keras.layers.Layer):
         h_s = (self._normalise_activate(boundary) if self.preliminary_layer_norm
                else self.activation(boundary))
 
-        hidden32 = ops.cast(hidden, "float32")
-        memory = ops.cast(states[1], "float32")
         if self.implementation == "explicit":
-            fast_weights = ops.reshape(memory, (-1, self.units, self.units))
-            fast_weights = update_fast_weights(fast_weights, hidden32, self.decay,
-                                               self.fast_learning_rate)
+            fast_weights = ops.reshape(ops.cast(states[1], "float32"),
+                                       (-1, self.units, self.units))
+            fast_weights = update_fast_weights(fast_weights, ops.cast(hidden, "float32"),
+                                               self.decay, self.fast_learning_rate)
             for _ in range(self.inner_steps):
                 h_s = self._normalise_activate(
                     boundary + apply_fast_weights(fast_weights, h_s))
-            memory = ops.reshape(fast_weights, (-1, self.memory_size))
+            memory = [ops.cast(ops.reshape(fast_weights, (-1, self.units * self.units)),
+                               self.compute_dtype)]
         else:
-            history = ops.reshape(memory, (-1, self.max_length, self.units))
-            history = push_history(history, hidden32)
+            memory = push_history(states[1:], hidden)
+            history = ops.cast(ops.stack(memory, axis=1), "float32")
             weights = history_weights(self.max_length, self.decay, self.fast_learning_rate)
             for _ in range(self.inner_steps):
                 h_s = self._normalise_activate(boundary + attend_history(history, h_s, weights))
-            memory = ops.reshape(history, (-1, self.memory_size))
         h_new = ops.cast(h_s, self.compute_dtype)
-        return h_new, [h_new, ops.cast(memory, self.compute_dtype)]
+        return h_new, [h_new] + list(memory)
 
     def get_config(self):
         config = super().get_config()

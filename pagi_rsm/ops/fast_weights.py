@@ -8,11 +8,12 @@ Two exact forms of the same memory:
 
 * explicit: ``A(t) = decay * A(t-1) + fast_learning_rate * h(t) h(t)^T`` kept as a `[B, H, H]`
   tensor and applied as ``A(t) h``: `update_fast_weights`, `apply_fast_weights`.
-* attention: ``A(t) h = fast_learning_rate * sum_tau decay^(t-tau) h(tau) (h(tau)^T h)`` over a
-  `[B, L, H]` history of past hidden states (oldest first, newest last), never materialising A:
-  `push_history`, `attend_history`. With ``A(-1) = 0`` the two agree as long as the history holds
-  every hidden state written so far (``L >= t + 1``); an older state pushed out of a full history
-  is dropped, i.e. its term (weight ``<= decay^L``) is truncated.
+* attention: ``A(t) h = fast_learning_rate * sum_tau decay^(t-tau) h(tau) (h(tau)^T h)`` over the
+  last L hidden states, never materialising A. The history is a list of L `[B, H]` tensors,
+  oldest first (`push_history` shifts the list, which copies nothing), stacked to `[B, L, H]`
+  for `attend_history`. With ``A(-1) = 0`` the two agree as long as the history holds every
+  hidden state written so far (``L >= t + 1``); an older state pushed out of a full history is
+  dropped, i.e. its term (weight ``<= decay^L``) is truncated.
 """
 import numpy as np
 from keras import ops
@@ -40,16 +41,20 @@ def apply_fast_weights(fast_weights, hidden):
 
 
 def push_history(history, hidden):
-    """Appends h(t) as the newest entry of a `[B, L, H]` history, dropping the oldest.
+    """Appends h(t) as the newest entry of a history, dropping the oldest.
+
+    The history is a list of L `[B, H]` tensors (an RNN cell keeps them as L states), so the
+    shift is a re-labelling: no tensor is copied. (Shifting a `[B, L, H]` tensor with a slice
+    and a concatenation costs more than the attention itself in a TF graph on a CPU.)
 
     Args:
-      history: `[B, L, H]` tensor, oldest hidden state first.
-      hidden: `[B, H]` tensor, same dtype.
+      history: sequence of L `[B, H]` tensors, oldest first.
+      hidden: `[B, H]` tensor.
 
     Returns:
-      `[B, L, H]` tensor ``[history[:, 1:], hidden]``.
+      list ``history[1:] + [hidden]``.
     """
-    return ops.concatenate([history[:, 1:], hidden[:, None, :]], axis=1)
+    return list(history[1:]) + [hidden]
 
 
 def history_weights(length, decay, fast_learning_rate, dtype="float32"):
@@ -76,13 +81,14 @@ def attend_history(history, hidden, weights):
     ``apply_fast_weights(A(t), hidden)``.
 
     Args:
-      history: `[B, L, H]` tensor of past hidden states, oldest first.
+      history: `[B, L, H]` tensor of past hidden states, oldest first (``ops.stack`` of the
+        list kept by `push_history`, axis 1).
       hidden: `[B, H]` query (the inner-loop state h_s).
       weights: `[L]` tensor from `history_weights`.
 
     Returns:
       `[B, H]` tensor.
     """
-    # Two batched mat-vec products (fewer graph ops than einsum; this runs every step).
-    scores = ops.squeeze(ops.matmul(history, hidden[:, :, None]), -1) * weights
-    return ops.squeeze(ops.matmul(scores[:, None, :], history), 1)
+    # Elementwise products and sums: cheaper than batched mat-vecs of 128 tiny matrices on a CPU.
+    scores = ops.sum(history * hidden[:, None, :], axis=-1) * weights
+    return ops.sum(history * scores[:, :, None], axis=1)
