@@ -14,11 +14,13 @@ peak resident memory, `ru_maxrss`, of one model never mixes with another's):
   per step).
 * ``lstm``: Keras LSTMs of growing hidden size (``--lstm-sizes``) trained by BPTT over whole
   strings with `model.fit` (`pagi_rsm.datasets.grammar_strings`: fresh strings, padded batches,
-  masking, next-symbol prediction at every position) on the same glyph inputs, each with a fixed
-  budget of strings; after every ``--lstm-eval-every`` batches the test-state accuracy (the
-  prediction of the second-to-last symbol) is measured on ``--lstm-eval-strings`` freshly
-  generated strings never used for training. The search stops at the first size whose seeds
-  all reach ``--lstm-target`` (99%).
+  masking, next-symbol prediction at every position, Adam) on the same glyph inputs, each run
+  with a fixed budget of strings (``--lstm-max-strings``); after every ``--lstm-eval-every``
+  batches the test-state accuracy (the prediction of the second-to-last symbol) is measured on
+  ``--lstm-eval-strings`` freshly generated strings of their own seed. Per size the learning
+  rates ``--lstm-learning-rates`` are tried in order; a (size, rate) succeeds when every seed
+  reaches ``--lstm-target`` (99%), and its first failing seed ends it. The search stops at the
+  first size with a successful rate.
 
 For every model: parameter count; training memory, i.e. floats held for credit assignment in
 one training step (the formulas are printed; see `rsm_training_floats` and
@@ -29,8 +31,10 @@ The RSM runs take hours at the paper size on a 2-core machine; try the plumbing 
 
     python benchmarks/grammar.py --parts rsm --rsm-time-steps 120 --rsm-report-every 24 \\
         --rsm-hparams batch_size=40 groups=20 sparsity=4 "predictor_hidden_size=[50]"
-    python benchmarks/grammar.py --parts lstm --lstm-sizes 2,4,8 --lstm-seeds 0,1,2
-    python benchmarks/grammar.py                     # everything at the paper values
+    python benchmarks/grammar.py --parts lstm --lstm-sizes 2,4 --lstm-max-strings 3200
+    python benchmarks/grammar.py --json all.json     # everything, at the paper values
+
+Runs done apart combine into one table: ``--from-json rsm.json lstm.json``.
 """
 import argparse
 import json
