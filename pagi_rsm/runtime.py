@@ -27,6 +27,7 @@ import sys
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 _MULTI_WORKER = None
+_MIRRORED = {}
 
 
 def configure_logical_cpus(count):
@@ -97,8 +98,15 @@ def make_strategy(kind):
         return tf.distribute.get_strategy()
     if kind == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
-        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-        return tf.distribute.MirroredStrategy(devices=devices)
+        devices = tuple(d.name for d in (gpus or tf.config.list_logical_devices("CPU")))
+        # One strategy per device set and process: every MirroredStrategy numbers its
+        # collective instances from the same start, so a second one over the same devices
+        # clashes with the first one's collectives ("Shape mismatch in the collective
+        # instance"). Reusing it is also what a user running several workflows in one
+        # process needs.
+        if devices not in _MIRRORED:
+            _MIRRORED[devices] = tf.distribute.MirroredStrategy(devices=list(devices))
+        return _MIRRORED[devices]
     if kind == "multi_worker":
         # Collective ops can be configured once per process, before TensorFlow's runtime
         # starts: the first call (the CLI makes it before anything else) creates the strategy,

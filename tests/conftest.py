@@ -33,6 +33,21 @@ def shared_data():
 
 
 @pytest.fixture
+def strategies():
+    """(OneDeviceStrategy on CPU 0, MirroredStrategy over 2 CPUs), shared by the whole process.
+
+    Skips when the 2 logical CPUs are missing. The mirrored strategy is the one
+    `pagi_rsm.runtime.make_strategy("mirrored")` caches: a fresh MirroredStrategy per test makes
+    later collectives clash with earlier ones ("Shape mismatch in the collective instance").
+    """
+    from pagi_rsm import runtime
+    cpus = tf.config.list_logical_devices("CPU")
+    if len(cpus) != 2:
+        pytest.skip("needs exactly 2 logical CPU devices (configured in tests/conftest.py)")
+    return tf.distribute.OneDeviceStrategy(cpus[0].name), runtime.make_strategy("mirrored")
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(1234)
 

@@ -159,17 +159,13 @@ def test_no_clipping_when_clip_norm_is_zero():
         np.testing.assert_allclose(b - a, np.asarray(g), atol=1e-6)
 
 
-def test_mirrored_strategy_matches_one_device():
+def test_mirrored_strategy_matches_one_device(strategies):
     """Under 2 replicas the norm and the clip are those of the global batch."""
-    cpus = tf.config.list_logical_devices("CPU")
-    if len(cpus) < 2:
-        pytest.skip("needs 2 logical CPU devices (tests/conftest.py)")
     x, y = _batch(8, seed=4)
     keras.utils.set_random_seed(5)
     start = build_model("fast_weights", 6, clip_norm=0.05).get_weights()
     results = []
-    for strategy in (tf.distribute.OneDeviceStrategy(cpus[0].name),
-                     tf.distribute.MirroredStrategy([c.name for c in cpus[:2]])):
+    for strategy in strategies:
         with strategy.scope():
             model = build_model("fast_weights", 6, clip_norm=0.05)
             model.set_weights(start)

@@ -115,10 +115,7 @@ def test_frequency_statistics_update():
     assert freq.sum() <= 3 + 1e-5
 
 
-def test_mirrored_strategy_matches_one_device():
-    cpus = tf.config.list_logical_devices("CPU")
-    if len(cpus) < 2:
-        pytest.skip("needs 2 logical CPUs")
+def test_mirrored_strategy_matches_one_device(strategies):
 
     def run(strategy):
         with strategy.scope():
@@ -126,8 +123,8 @@ def test_mirrored_strategy_matches_one_device():
         model.fit(toy_dataset(), steps_per_epoch=3, verbose=0)
         return [np.asarray(w) for w in model.weights], model
 
-    single, one_model = run(tf.distribute.OneDeviceStrategy(cpus[0].name))
-    mirrored, model = run(tf.distribute.MirroredStrategy([c.name for c in cpus[:2]]))
+    single, one_model = run(strategies[0])
+    mirrored, model = run(strategies[1])
     # Adam turns float-noise-sized gradient differences (reduction order; exactly 0 vs 1e-10)
     # into steps of up to ~lr (1e-4 here), so weights agree to 1e-3 after 3 steps, not bitwise; a wrong stream/replica mapping would
     # differ by O(1) in the stream state and in the winners.

@@ -113,28 +113,9 @@ def test_get_config_from_config(entry):
                       entry.atol, "clone outputs")
 
 
-_STRATEGIES = {}
-
-
-def _strategies():
-    """(one-device, mirrored) strategies, created once per process.
-
-    A fresh MirroredStrategy per test makes later collectives clash with earlier ones
-    ("Shape mismatch in the collective instance"), so the suite shares one.
-    """
-    cpus = tf.config.list_logical_devices("CPU")
-    if len(cpus) < 2:
-        pytest.skip("needs 2 logical CPU devices (configured in tests/conftest.py)")
-    if not _STRATEGIES:
-        devices = [d.name for d in cpus[:2]]
-        _STRATEGIES["one"] = tf.distribute.OneDeviceStrategy(devices[0])
-        _STRATEGIES["mirrored"] = tf.distribute.MirroredStrategy(devices)
-    return _STRATEGIES["one"], _STRATEGIES["mirrored"]
-
-
 @pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
-def test_mirrored_strategy_matches_one_device(entry):
-    one_device, mirrored_strategy = _strategies()
+def test_mirrored_strategy_matches_one_device(entry, strategies):
+    one_device, mirrored_strategy = strategies
     assert entry.batch_size % 2 == 0
     reference, _ = _build(entry)
     start = reference.get_weights()
