@@ -9,6 +9,8 @@ _ACTIVATIONS = {"none": None, "linear": None, "leaky_relu": "leaky_relu",
                 "leaky-relu": "leaky_relu", "relu": "relu", "tanh": "tanh",
                 "sigmoid": "sigmoid"}
 
+NORMS = ("sum", "abs_sum", None)
+
 
 def predictor_activation(name):
     """Activation callable for a predictor layer name (original spellings accepted)."""
@@ -40,7 +42,9 @@ class Predictor(keras.layers.Layer):
       nonlinearities: one name per layer (len(hidden_sizes) + 1), or one name for all.
       keep_rate: dropout keep rate, (0, 1].
       init_sd: standard deviation of the normal initialiser.
-      norm: "sum" or None, normalisation of the input.
+      norm: "sum" (the original: divide by the signed sum), "abs_sum" (divide by the sum of
+        |y|: the same for non-negative codes, bounded when tanh outputs of opposite signs
+        cancel, quirk 4 of rsm.md §14) or None.
       norm_eps: η of the sum normalisation.
       layer_mass, uniform_mass: ensemble masses, summing to 1.
     """
@@ -62,8 +66,8 @@ class Predictor(keras.layers.Layer):
         if abs(layer_mass + uniform_mass - 1.0) > 1e-6 or min(layer_mass, uniform_mass) < 0:
             raise ValueError(f"layer_mass and uniform_mass must be >= 0 and sum to 1, got "
                              f"{layer_mass} + {uniform_mass}")
-        if norm not in (None, "sum"):
-            raise ValueError(f"predictor_norm must be 'sum' or None, got {norm!r}")
+        if norm not in NORMS:
+            raise ValueError(f"predictor_norm must be one of {NORMS}, got {norm!r}")
         self.num_classes = int(num_classes)
         self.hidden_sizes = hidden_sizes
         self.nonlinearities = nonlinearities
@@ -90,8 +94,8 @@ class Predictor(keras.layers.Layer):
 
     def call(self, encoding, training=False):
         x = tf.stop_gradient(encoding)
-        if self.norm == "sum":
-            x = sum_normalize(x, self.norm_eps)
+        if self.norm is not None:
+            x = sum_normalize(x, self.norm_eps, absolute=self.norm == "abs_sum")
         for layer, activation in zip(self.dense_layers, self.activations):
             if training and self.keep_rate < 1.0:
                 x = keras.random.dropout(x, 1.0 - self.keep_rate, seed=self.seed_generator)

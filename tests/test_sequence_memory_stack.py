@@ -157,3 +157,17 @@ def test_default_hparams_cover_every_accepted_key():
     hp = default_hparams()
     assert {"groups", "cells_per_group", "sparsity", "inhibition_decay", "recurrent_decay",
             "predictor_hidden_size", "batch_size", "learning_rate"} <= set(hp)
+
+
+@pytest.mark.parametrize("norm, divisor", [("sum", 0.1), ("abs_sum", 1.7), (None, 1.0)])
+def test_predictor_input_normalisation(norm, divisor):
+    """N(y) divides by the signed sum (original) or by the sum of |y|; hand-derived divisors."""
+    from pagi_rsm.components.predictor import Predictor
+    predictor = Predictor(3, hidden_sizes=[], nonlinearities=["none"], norm=norm)
+    y = np.array([[0.9, -0.8, 0.0, 0.0]], "float32")    # signed sum 0.1, |y| sum 1.7
+    predictor.build(y.shape)
+    kernel = np.eye(4, 3, dtype="float32")
+    predictor.dense_layers[0].set_weights([kernel, np.zeros(3, "float32")])
+    np.testing.assert_allclose(predictor(y), (y / divisor) @ kernel, rtol=1e-6)
+    with pytest.raises(ValueError, match="predictor_norm"):
+        Predictor(3, norm="l2")
