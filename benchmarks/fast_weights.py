@@ -7,28 +7,37 @@ LSTM is `keras.layers.LSTM`) with the same readout. Steps are compiled with `tf.
 default is graph mode with ``jit_compile=False`` and the RNN while loop (the CPU path the
 project's target refers to: attention form <= 1.5x the LSTM time).
 
-Variants are interleaved: each repetition times every variant back to back in a rotating order,
-after warm-up. The table gives the median ms per step of each variant and the median over
-repetitions of the per-repetition ratio variant / LSTM, so load from other processes affects
-both sides alike.
+Variants are timed side by side with the shared helper `side_by_side.interleaved` (each
+repetition times every variant back to back in a rotating order, after warm-up). The table gives
+the median ms per step of each variant and the median over repetitions of the per-repetition
+ratio variant / LSTM, so load from other processes affects both sides alike.
+
+Threads: by default TensorFlow splits large ops over its intra-op thread pool. On a CPU that
+other jobs keep busy, waiting for those threads costs more than the split saves, and it hits the
+attention form's `[B, L, H]` history ops (stack, batched products) but hardly the LSTM's smaller
+`[B, 4H]` ops, so the ratio then measures the machine's load as much as the cell.
+``--intra_op_threads 1`` runs every op on the calling thread (both sides alike); the line
+printed first says which setting was used. Report both on a shared machine.
 
 Usage::
 
     python benchmarks/fast_weights.py                      # graph mode, jit off, while loop
+    python benchmarks/fast_weights.py --intra_op_threads 1 # no intra-op thread pool
     python benchmarks/fast_weights.py --jit --unroll       # the configuration used for training
     python benchmarks/fast_weights.py --repeats 31 --steps 5
 """
 import argparse
 import os
-import statistics
-import time
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from side_by_side import interleaved, median, median_ratio  # noqa: E402
 from pagi_rsm.layers import FastWeightsCell  # noqa: E402
 
 BATCH, UNITS, LENGTH, FEATURES, CLASSES = 128, 50, 11, 37, 10
@@ -67,29 +76,19 @@ def make_step(recurrent, jit):
 
 
 def run(repeats, steps, jit, unroll, warmup=3):
+    """Times every variant; returns [(name, median ms per step, median ratio vs lstm)]."""
     rng = np.random.default_rng(0)
     x = tf.constant(np.eye(FEATURES, dtype="float32")[rng.integers(0, FEATURES,
                                                                      (BATCH, LENGTH))])
     y = tf.constant(rng.integers(0, CLASSES, BATCH))
-    variants = [(name, make_step(factory(), jit)) for name, factory in _variants(unroll)]
-    for _, step in variants:
-        for _ in range(warmup):
-            step(x, y)
-    times = {name: [] for name, _ in variants}
-    for rep in range(repeats):
-        order = variants[rep % len(variants):] + variants[:rep % len(variants)]
-        for name, step in order:
-            start = time.perf_counter()
-            for _ in range(steps):
-                loss = step(x, y)
-            float(loss)  # wait for the result
-            times[name].append((time.perf_counter() - start) / steps)
-    base = times[variants[0][0]]
-    rows = []
-    for name, _ in variants:
-        ratio = statistics.median(t / b for t, b in zip(times[name], base))
-        rows.append((name, 1000 * statistics.median(times[name]), ratio))
-    return rows
+    variants = []
+    for name, factory in _variants(unroll):
+        step = make_step(factory(), jit)
+        variants.append((name, lambda step=step: step(x, y)))
+    times = interleaved(variants, repeats, steps=steps, warmup=warmup)
+    base = variants[0][0]
+    return [(name, median(times[name]["wall"]), median_ratio(times, name, base))
+            for name, _ in variants]
 
 
 def main():
@@ -98,11 +97,16 @@ def main():
     parser.add_argument("--steps", type=int, default=5, help="steps timed per repetition")
     parser.add_argument("--jit", action="store_true", help="jit_compile=True (default off)")
     parser.add_argument("--unroll", action="store_true", help="unroll the 11 time steps")
+    parser.add_argument("--intra_op_threads", type=int, default=0,
+                        help="TensorFlow intra-op threads (default 0: TensorFlow's choice)")
     args = parser.parse_args()
+    if args.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
     rows = run(args.repeats, args.steps, args.jit, args.unroll)
     print(f"training step, batch {BATCH}, R={UNITS}, length {LENGTH}, graph mode, "
-          f"jit_compile={args.jit}, unroll={args.unroll}, {args.repeats} interleaved "
-          f"repetitions x {args.steps} steps")
+          f"jit_compile={args.jit}, unroll={args.unroll}, intra-op threads "
+          f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}, "
+          f"{args.repeats} interleaved repetitions x {args.steps} steps")
     print(f"{'variant':28s} {'median ms/step':>15s} {'ratio vs lstm':>14s}")
     for name, ms, ratio in rows:
         print(f"{name:28s} {ms:15.2f} {ratio:14.2f}")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from pagi_rsm.layers import FastWeightsCell, FastWeightsRNNLN
-from pagi_rsm.ops.fast_weights import (apply_fast_weights, attend_history, history_weights,
-                                       push_history, update_fast_weights)
+from pagi_rsm.ops.fast_weights import (apply_fast_weights, attend_and_normalise, attend_history,
+                                       history_weights, push_history, update_fast_weights)
 from pagi_rsm.ops.layer_norm import layer_norm
 
 EPS = 1e-5
@@ -270,6 +270,28 @@ def test_gradients_reach_every_weight(rng):
             assert g is not None and float(tf.reduce_max(tf.abs(g))) > 0, v.name
 
 
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_attention_gradients_match_explicit(inner_steps, rng):
+    """The attention form's hand-written gradient (attend_and_normalise) against automatic
+    differentiation of the explicit form, for every weight and for the input."""
+    import tensorflow as tf
+    x = tf.constant(rng.standard_normal((3, 7, 4)).astype("float32"))
+    probe = tf.constant(rng.standard_normal((3, 7, 5)).astype("float32"))
+    grads = {}
+    for implementation in ("explicit", "attention"):
+        cell = FastWeightsCell(5, implementation=implementation, max_length=7,
+                               inner_steps=inner_steps, decay=0.9, fast_learning_rate=0.7)
+        rnn = keras.layers.RNN(cell, return_sequences=True)
+        rnn.build(x.shape)
+        _random_weights(cell, np.random.default_rng(3))  # the same values for both
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(rnn(x) * probe)
+        grads[implementation] = tape.gradient(loss, [x] + rnn.trainable_variables)
+    for g_e, g_a in zip(grads["explicit"], grads["attention"]):
+        np.testing.assert_allclose(np.asarray(g_a), np.asarray(g_e), atol=1e-4, rtol=1e-4)
+
+
 # ---- the stateless ops ----
 
 def test_layer_norm_op_per_sample(rng):
@@ -306,6 +328,35 @@ def test_fast_weight_ops_agree(rng):
                             for i in range(length)) for b in range(batch)])
     np.testing.assert_allclose(direct, by_hand, atol=1e-5)
     np.testing.assert_allclose(via_attention, by_hand, atol=1e-5)
+
+
+def test_attend_and_normalise_matches_composition(rng):
+    """Same values as layer_norm(boundary + attend_history(...)); the hand-written gradient
+    equals automatic differentiation of that composition."""
+    import tensorflow as tf
+    batch, length, units = 3, 5, 7
+    args = [tf.constant(rng.standard_normal(shape).astype("float32")) for shape in
+            [(batch, units), (batch, units), (batch, length, units), (units,), (units,)]]
+    weights = history_weights(length, 0.9, 0.5)
+    upstream = tf.constant(rng.standard_normal((batch, units)).astype("float32"))
+
+    def composed(boundary, query, history, gain, bias):
+        return layer_norm(boundary + attend_history(history, query, weights), gain, bias)
+
+    def fused(boundary, query, history, gain, bias):
+        return attend_and_normalise(boundary, query, history, weights, gain, bias)
+
+    results = []
+    for fn in (composed, fused):
+        with tf.GradientTape() as tape:
+            tape.watch(args)
+            y = fn(*args)
+            loss = tf.reduce_sum(y * upstream)
+        results.append((y, tape.gradient(loss, args)))
+    (y_ref, g_ref), (y, g) = results
+    np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), atol=1e-5)
+    for a, b in zip(g, g_ref):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
 
 
 def test_docstring_examples():

@@ -419,6 +419,10 @@ def main(argv=None):
                         help="cosine-decay the learning rate to this over --steps (default: "
                              "constant)")
     parser.add_argument("--clip_norm", type=float, default=5.0)
+    parser.add_argument("--input_units", type=int, default=0,
+                        help="ReLU layer of this size on each input symbol (0: none)")
+    parser.add_argument("--readout_units", type=int, default=0,
+                        help="ReLU layer of this size before the softmax (0: none)")
     parser.add_argument("--eval_interval", type=int, default=1000)
     parser.add_argument("--target_error", type=float, default=None,
                         help="stop a run once its validation error (fraction) is <= this")
@@ -439,6 +443,7 @@ def main(argv=None):
               out_dir=args.out, pairs=args.pairs, seed=args.seed, steps=args.steps,
               batch_size=args.batch_size, learning_rate=args.learning_rate,
               clip_norm=args.clip_norm, eval_interval=args.eval_interval,
+              input_units=args.input_units, readout_units=args.readout_units,
               **({"final_learning_rate": args.final_learning_rate, "decay_steps": args.steps}
                  if args.final_learning_rate else {}),
               target_error=args.target_error, jit_compile=not args.no_jit,

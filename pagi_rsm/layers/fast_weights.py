@@ -10,8 +10,8 @@ import numbers
 import keras
 from keras import ops
 
-from pagi_rsm.ops.fast_weights import (apply_fast_weights, attend_history, history_weights,
-                                       push_history, update_fast_weights)
+from pagi_rsm.ops.fast_weights import (apply_fast_weights, attend_and_normalise, attend_history,
+                                       history_weights, push_history, update_fast_weights)
 from pagi_rsm.ops.layer_norm import layer_norm
 
 __all__ = ["FastWeightsCell", "FastWeightsRNNLN", "IMPLEMENTATIONS"]
@@ -79,7 +79,10 @@ class FastWeightsCell(keras.layers.Layer):
       ``A(t) h_s = fast_learning_rate * sum_tau decay^(t-tau) h(tau) (h(tau)^T h_s)``
       without materialising A. Cost O(S B L H) per step. Exact for sequences of at most
       `max_length` steps from the zero initial state; on longer sequences the terms older than
-      `max_length` steps (weight <= decay^max_length) are dropped.
+      `max_length` steps (weight <= decay^max_length) are dropped. With layer norm each inner
+      step is one `pagi_rsm.ops.fast_weights.attend_and_normalise` (batched mat-vec products
+      and a hand-written gradient: the same values, a much smaller graph than automatic
+      differentiation of the composed ops).
 
     States (in the order of `state_size`): ``h`` `[B, units]`, then the memory: ``A`` flattened
     `[B, units*units]` ("explicit") or `max_length` history states `[B, units]`, oldest first
@@ -248,8 +251,15 @@ class FastWeightsCell(keras.layers.Layer):
             memory = push_history(states[1:], hidden)
             history = ops.cast(ops.stack(memory, axis=1), "float32")
             weights = history_weights(self.max_length, self.decay, self.fast_learning_rate)
-            for _ in range(self.inner_steps):
-                h_s = self._normalise_activate(boundary + attend_history(history, h_s, weights))
+            if self.layer_norm:  # the same values, with a cheaper hand-written gradient
+                gain = ops.cast(self.ln_gain, "float32")
+                bias = ops.cast(self.ln_bias, "float32")
+                for _ in range(self.inner_steps):
+                    h_s = self.activation(attend_and_normalise(
+                        boundary, h_s, history, weights, gain, bias, self.epsilon))
+            else:
+                for _ in range(self.inner_steps):
+                    h_s = self.activation(boundary + attend_history(history, h_s, weights))
         h_new = ops.cast(h_s, self.compute_dtype)
         return h_new, [h_new] + list(memory)
 

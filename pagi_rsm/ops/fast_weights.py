@@ -13,7 +13,8 @@ Two exact forms of the same memory:
   oldest first (`push_history` shifts the list, which copies nothing), stacked to `[B, L, H]`
   for `attend_history`. With ``A(-1) = 0`` the two agree as long as the history holds every
   hidden state written so far (``L >= t + 1``); an older state pushed out of a full history is
-  dropped, i.e. its term (weight ``<= decay^L``) is truncated.
+  dropped, i.e. its term (weight ``<= decay^L``) is truncated. `attend_and_normalise` is one
+  layer-normalised inner step of this form with a hand-written gradient (the cell's fast path).
 """
 import numpy as np
 from keras import ops
@@ -92,3 +93,68 @@ def attend_history(history, hidden, weights):
     # Elementwise products and sums: cheaper than batched mat-vecs of 128 tiny matrices on a CPU.
     scores = ops.sum(history * hidden[:, None, :], axis=-1) * weights
     return ops.sum(history * scores[:, :, None], axis=1)
+
+
+def attend_and_normalise(boundary, query, history, weights, gain, bias, epsilon=1e-5):
+    """``LN(boundary + attend_history(history, query, weights))``, with a hand-written gradient.
+
+    One inner step of the attention form before the activation: the fast-weight term added to
+    the sustained boundary term, then layer normalisation of each sample over its features,
+    ``gain * (u - mean(u)) / sqrt(var(u) + epsilon) + bias`` as in
+    `pagi_rsm.ops.layer_norm.layer_norm`. The values equal those of the two composed to float
+    rounding (the sums over the history run as batched matrix products).
+
+    Why a separate function: in a CPU graph the recurrent step is dominated by per-op overhead
+    and by `[B, L, H]`-sized temporaries, not by arithmetic. Automatic differentiation of the
+    composed expression materialises broadcast products of shape `[B, L, H]` and adds reductions,
+    reshapes and tiles for every mean and broadcast. Here the two sums over the history are
+    batched matrix-vector products (no `[B, L, H]` temporary), and the gradient is the closed
+    form, with ``x = (u - mean) / sigma`` and ``dx = dy * gain``:
+    ``du = (dx - mean(dx) - x * mean(dx * x)) / sigma``, then back through the attention,
+    ``d_history[l] = scores[l] du + d_scores[l] query`` as one batched product. The gradients
+    agree with automatic differentiation to float rounding (tests/test_fast_weights.py).
+
+    Args:
+      boundary: float32 `[B, H]`, the sustained term ``W h(t) + C x(t) + b``.
+      query: float32 `[B, H]`, the inner-loop state h_s.
+      history: float32 `[B, L, H]`, past hidden states, oldest first.
+      weights: float32 `[L]` constant from `history_weights` (gets no gradient).
+      gain, bias: float32 `[H]` tensors (not variables), the layer-norm gain and bias.
+      epsilon: positive float added to the variance.
+
+    Returns:
+      float32 `[B, H]`, the layer-normalised pre-activation.
+    """
+    import tensorflow as tf
+
+    weights = tf.reshape(weights, (-1, 1))  # [L, 1]: scales the [B, L, 1] scores
+
+    @tf.custom_gradient
+    def forward(boundary, query, history, gain, bias):
+        scores = tf.matmul(history, query[:, :, None]) * weights  # [B, L, 1]
+        attended = tf.matmul(scores, history, transpose_a=True)  # [B, 1, H]
+        u = boundary + tf.squeeze(attended, axis=1)
+        mean = tf.reduce_mean(u, axis=-1, keepdims=True)
+        centred = u - mean
+        inverse = tf.math.rsqrt(tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True)
+                                + epsilon)
+        normalised = centred * inverse
+        y = normalised * gain + bias
+
+        def grad(dy):
+            d_gain = tf.reduce_sum(dy * normalised, axis=0)
+            d_bias = tf.reduce_sum(dy, axis=0)
+            d_norm = dy * gain
+            d_u = inverse * (d_norm - tf.reduce_mean(d_norm, axis=-1, keepdims=True)
+                             - normalised * tf.reduce_mean(d_norm * normalised, axis=-1,
+                                                           keepdims=True))
+            # u = boundary + sum_l scores[l] history[l];  scores[l] = w[l] <history[l], query>
+            d_scores = tf.matmul(history, d_u[:, :, None]) * weights  # [B, L, 1]
+            d_query = tf.matmul(d_scores, history, transpose_a=True)  # [B, 1, H]
+            d_history = tf.matmul(tf.concat([scores, d_scores], axis=-1),  # [B, L, 2]
+                                  tf.stack([d_u, query], axis=1))  # [B, 2, H]
+            return d_u, tf.squeeze(d_query, axis=1), d_history, d_gain, d_bias
+
+        return y, grad
+
+    return forward(boundary, query, history, gain, bias)
