@@ -1,5 +1,6 @@
 """The predictor of the sequence-memory stack (reference/rsm.md §3.2–§3.3)."""
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -106,6 +107,15 @@ class Predictor(keras.layers.Layer):
         """The ensemble distribution P over the K classes (stop-gradient)."""
         p = ops.softmax(tf.stop_gradient(ops.cast(logits, "float32")), axis=-1)
         return self.layer_mass * p + self.uniform_mass / self.num_classes
+
+    def log_distribution(self, logits):
+        """log P, computed stably: finite even where a softmax term underflows to 0 in float32
+        (a confident wrong prediction otherwise gives an infinite cross-entropy/perplexity)."""
+        log_p = ops.log_softmax(tf.stop_gradient(ops.cast(logits, "float32")), axis=-1)
+        terms = [log_p + float(np.log(self.layer_mass))] if self.layer_mass > 0 else []
+        if self.uniform_mass > 0:
+            terms.append(ops.full_like(log_p, float(np.log(self.uniform_mass / self.num_classes))))
+        return ops.logsumexp(ops.stack(terms), axis=0)
 
     def get_config(self):
         config = super().get_config()

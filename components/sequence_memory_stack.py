@@ -336,8 +336,8 @@ class SequenceMemoryStack(keras.Model):
             predictor_sum += predictor_loss
             p = self.predictor.distribution(logits)
             correct.append(ops.cast(ops.argmax(p, axis=-1) == labels[:, t], "float32"))
-            cross_entropy.append(-ops.log(ops.take_along_axis(
-                p, labels[:, t, None], axis=-1)[:, 0]))
+            cross_entropy.append(-ops.take_along_axis(
+                self.predictor.log_distribution(logits), labels[:, t, None], axis=-1)[:, 0])
             for l, r in enumerate(results):
                 masks[l].append(r.mask)
         memory_losses = [s / steps for s in memory_sums]

@@ -171,3 +171,16 @@ def test_predictor_input_normalisation(norm, divisor):
     np.testing.assert_allclose(predictor(y), (y / divisor) @ kernel, rtol=1e-6)
     with pytest.raises(ValueError, match="predictor_norm"):
         Predictor(3, norm="l2")
+
+
+@pytest.mark.parametrize("layer_mass, uniform_mass", [(1.0, 0.0), (0.9, 0.1)])
+def test_predictor_log_distribution_is_finite_and_exact(layer_mass, uniform_mass):
+    from pagi_rsm.components.predictor import Predictor
+    predictor = Predictor(3, layer_mass=layer_mass, uniform_mass=uniform_mass)
+    logits = np.array([[0.5, -1.0, 2.0], [200.0, -200.0, 0.0]], "float32")
+    log_p = np.asarray(predictor.log_distribution(logits))
+    assert np.isfinite(log_p).all()       # softmax of row 2 underflows to 0 for class 1
+    e = np.exp(logits[0] - logits[0].max())
+    expected = np.log(layer_mass * e / e.sum() + uniform_mass / 3)
+    np.testing.assert_allclose(log_p[0], expected, rtol=1e-5)
+    np.testing.assert_allclose(np.exp(log_p).sum(-1), 1.0, rtol=1e-5)
