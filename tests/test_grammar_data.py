@@ -347,7 +347,7 @@ def test_definition_paper_and_original_values():
     assert paper["hparams_override"] == {
         "batch_size": 400, "groups": 200, "cells_per_group": 6, "sparsity": 25,
         "inhibition_decay": 0.98, "recurrent_decay": 0.0, "predictor_hidden_size": [500],
-        "learning_rate": 0.0005}
+        "learning_rate": 0.0005, "memory_training_interval": [0, 2000]}
     assert _definition("embedded_reber.yaml")["workflow-options"]["render"] == "same"
     original = _definition("embedded_reber_original.yaml")
     opts = original["experiment-options"]
