@@ -1,6 +1,7 @@
 """The predictor of the sequence-memory stack (reference/rsm.md §3.2–§3.3)."""
+import math
+
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -105,16 +106,18 @@ class Predictor(keras.layers.Layer):
 
     def distribution(self, logits):
         """The ensemble distribution P over the K classes (stop-gradient)."""
-        p = ops.softmax(tf.stop_gradient(ops.cast(logits, "float32")), axis=-1)
-        return self.layer_mass * p + self.uniform_mass / self.num_classes
+        return ops.exp(self.log_distribution(logits))
 
     def log_distribution(self, logits):
-        """log P, computed stably: finite even where a softmax term underflows to 0 in float32
-        (a confident wrong prediction otherwise gives an infinite cross-entropy/perplexity)."""
+        """log P of the ensemble P = layer_mass·softmax(logits) + uniform_mass/K (stop-gradient).
+
+        Computed as a logsumexp of the log terms: finite even where a softmax term underflows
+        to 0 in float32 (a confident wrong prediction would otherwise give an infinite
+        cross-entropy/perplexity)."""
         log_p = ops.log_softmax(tf.stop_gradient(ops.cast(logits, "float32")), axis=-1)
-        terms = [log_p + float(np.log(self.layer_mass))] if self.layer_mass > 0 else []
+        terms = [log_p + math.log(self.layer_mass)] if self.layer_mass > 0 else []
         if self.uniform_mass > 0:
-            terms.append(ops.full_like(log_p, float(np.log(self.uniform_mass / self.num_classes))))
+            terms.append(ops.full_like(log_p, math.log(self.uniform_mass / self.num_classes)))
         return ops.logsumexp(ops.stack(terms), axis=0)
 
     def get_config(self):

@@ -334,10 +334,9 @@ class SequenceMemoryStack(keras.Model):
                 self._apply(tape, total, self.time_step + t)
             memory_sums = [a + b for a, b in zip(memory_sums, memory_losses)]
             predictor_sum += predictor_loss
-            p = self.predictor.distribution(logits)
-            correct.append(ops.cast(ops.argmax(p, axis=-1) == labels[:, t], "float32"))
-            cross_entropy.append(-ops.take_along_axis(
-                self.predictor.log_distribution(logits), labels[:, t, None], axis=-1)[:, 0])
+            log_p = self.predictor.log_distribution(logits)   # argmax log P = argmax P
+            correct.append(ops.cast(ops.argmax(log_p, axis=-1) == labels[:, t], "float32"))
+            cross_entropy.append(-ops.take_along_axis(log_p, labels[:, t, None], axis=-1)[:, 0])
             for l, r in enumerate(results):
                 masks[l].append(r.mask)
         memory_losses = [s / steps for s in memory_sums]
