@@ -19,6 +19,8 @@ Two exact forms of the same memory:
 import numpy as np
 from keras import ops
 
+from pagi_rsm.ops.layer_norm import standardize
+
 
 def update_fast_weights(fast_weights, hidden, decay, fast_learning_rate):
     """One fast-weight update ``A <- decay * A + fast_learning_rate * h h^T``, per sample.
@@ -133,12 +135,7 @@ def attend_and_normalise(boundary, query, history, weights, gain, bias, epsilon=
     def forward(boundary, query, history, gain, bias):
         scores = tf.matmul(history, query[:, :, None]) * weights  # [B, L, 1]
         attended = tf.matmul(scores, history, transpose_a=True)  # [B, 1, H]
-        u = boundary + tf.squeeze(attended, axis=1)
-        mean = tf.reduce_mean(u, axis=-1, keepdims=True)
-        centred = u - mean
-        inverse = tf.math.rsqrt(tf.reduce_mean(tf.square(centred), axis=-1, keepdims=True)
-                                + epsilon)
-        normalised = centred * inverse
+        normalised, inverse = standardize(boundary + tf.squeeze(attended, axis=1), epsilon)
         y = normalised * gain + bias
 
         def grad(dy):

@@ -10,6 +10,18 @@ Used by `pagi_rsm.layers.FastWeightsCell` and `pagi_rsm.layers.LayerNormGRUCell`
 from keras import ops
 
 
+def standardize(x, epsilon=1e-5):
+    """``((x - mean) / sqrt(var + epsilon), 1 / sqrt(var + epsilon))`` over the last axis.
+
+    The core of `layer_norm`, in the dtype of `x`; the inverse deviation is returned for
+    hand-written gradients (`pagi_rsm.ops.fast_weights.attend_and_normalise`).
+    """
+    mean = ops.mean(x, axis=-1, keepdims=True)
+    centred = x - mean
+    inverse = ops.rsqrt(ops.mean(ops.square(centred), axis=-1, keepdims=True) + epsilon)
+    return centred * inverse, inverse
+
+
 def layer_norm(x, gain=None, bias=None, epsilon=1e-5):
     """Normalises `x` over its last axis, sample by sample, then applies `gain` and `bias`.
 
@@ -34,10 +46,7 @@ def layer_norm(x, gain=None, bias=None, epsilon=1e-5):
     """
     x = ops.convert_to_tensor(x)
     dtype = x.dtype
-    x32 = ops.cast(x, "float32")
-    mean = ops.mean(x32, axis=-1, keepdims=True)
-    variance = ops.mean(ops.square(x32 - mean), axis=-1, keepdims=True)
-    y = (x32 - mean) * ops.rsqrt(variance + epsilon)
+    y, _ = standardize(ops.cast(x, "float32"), epsilon)
     if gain is not None:
         y = y * ops.cast(gain, "float32")
     if bias is not None:
