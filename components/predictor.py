@@ -5,7 +5,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from pagi_rsm.ops.rsm import sum_normalize
+from pagi_rsm.ops.rsm import condition_input
 
 _ACTIVATIONS = {"none": None, "linear": None, "leaky_relu": "leaky_relu",
                 "leaky-relu": "leaky_relu", "relu": "relu", "tanh": "tanh",
@@ -35,6 +35,13 @@ class Predictor(keras.layers.Layer):
     logits; the embedded-Reber definition uses linear layers). Dropout with `keep_rate` on every
     layer input in training. Weights and biases start from N(0, init_sd).
 
+    Optional input trace (rsm.md §3.2, the original's `predictor_input_decay_rate` δ and
+    `predictor_input_norm_first`): with ``input_decay = δ > 0`` the MLP reads
+    ``τ_t = max(δ·τ_{t−1}, N(y_t))`` (``input_norm_first=True``, the original's default) or
+    ``τ_t = N(max(δ·τ_{t−1}, y_t))``, a max-decay trace of the codes of the last steps. τ is
+    per-stream state that the caller keeps (`condition` takes and returns it); as in the
+    original it is NOT cleared at sequence resets. With δ = 0 (default) the input is N(y_t).
+
     The ensemble distribution (§3.3) mixes the predictor's softmax with a uniform distribution:
     P = layer_mass·softmax(logits) + uniform_mass/K.
 
@@ -48,12 +55,14 @@ class Predictor(keras.layers.Layer):
         |y|: the same for non-negative codes, bounded when tanh outputs of opposite signs
         cancel, quirk 4 of rsm.md §14) or None.
       norm_eps: η of the sum normalisation.
+      input_decay: δ in [0, 1), the decay of the input trace (0: no trace).
+      input_norm_first: order of normalisation and trace (see above).
       layer_mass, uniform_mass: ensemble masses, summing to 1.
     """
 
     def __init__(self, num_classes, hidden_sizes=(200,), nonlinearities=("leaky_relu",),
-                 keep_rate=1.0, init_sd=0.03, norm="sum", norm_eps=1e-11, layer_mass=1.0,
-                 uniform_mass=0.0, seed=None, **kwargs):
+                 keep_rate=1.0, init_sd=0.03, norm="sum", norm_eps=1e-11, input_decay=0.0,
+                 input_norm_first=True, layer_mass=1.0, uniform_mass=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
         hidden_sizes = list(hidden_sizes)
         nonlinearities = list(nonlinearities)
@@ -70,6 +79,13 @@ class Predictor(keras.layers.Layer):
                              f"{layer_mass} + {uniform_mass}")
         if norm not in NORMS:
             raise ValueError(f"predictor_norm must be one of {NORMS}, got {norm!r}")
+        if (isinstance(input_decay, bool) or not isinstance(input_decay, (int, float))
+                or not 0.0 <= input_decay < 1.0):
+            raise ValueError(f"predictor_input_decay must be a number in [0, 1), got "
+                             f"{input_decay!r}")
+        if not isinstance(input_norm_first, bool):
+            raise ValueError(f"predictor_input_norm_first must be true or false, got "
+                             f"{input_norm_first!r}")
         self.num_classes = int(num_classes)
         self.hidden_sizes = hidden_sizes
         self.nonlinearities = nonlinearities
@@ -77,6 +93,8 @@ class Predictor(keras.layers.Layer):
         self.init_sd = float(init_sd)
         self.norm = norm
         self.norm_eps = float(norm_eps)
+        self.input_decay = float(input_decay)
+        self.input_norm_first = input_norm_first
         self.layer_mass = float(layer_mass)
         self.uniform_mass = float(uniform_mass)
         self.seed = seed
@@ -94,10 +112,30 @@ class Predictor(keras.layers.Layer):
             layer.build(shape)
             shape = shape[:-1] + (layer.units,)
 
+    @property
+    def uses_trace(self):
+        """True when the input is a trace (``input_decay > 0``): callers keep τ per stream."""
+        return self.input_decay > 0.0
+
+    def condition(self, encoding, trace=None):
+        """The MLP input from the code y_t: ``(N(y_t), None)``, or ``(τ_t, τ_t)`` with a trace.
+
+        Args:
+          encoding: y_t [B, n] (a stop-gradient is applied here).
+          trace: τ_{t−1} [B, n]; required when `uses_trace`.
+        """
+        if self.uses_trace and trace is None:
+            raise ValueError("this predictor has input_decay > 0: pass the previous trace")
+        return condition_input(tf.stop_gradient(encoding), trace, decay=self.input_decay,
+                               floor=0.0, norm=self.norm, norm_eps=self.norm_eps,
+                               norm_first=self.input_norm_first)
+
     def call(self, encoding, training=False):
-        x = tf.stop_gradient(encoding)
-        if self.norm is not None:
-            x = sum_normalize(x, self.norm_eps, absolute=self.norm == "abs_sum")
+        """Logits from y_t (no trace: ``input_decay == 0``); see `classify` for a trace."""
+        return self.classify(self.condition(encoding)[0], training=training)
+
+    def classify(self, x, training=False):
+        """Logits of the MLP from an input already made by `condition`."""
         for layer, activation in zip(self.dense_layers, self.activations):
             if training and self.keep_rate < 1.0:
                 x = keras.random.dropout(x, 1.0 - self.keep_rate, seed=self.seed_generator)
@@ -125,5 +163,6 @@ class Predictor(keras.layers.Layer):
         config.update(num_classes=self.num_classes, hidden_sizes=self.hidden_sizes,
                       nonlinearities=self.nonlinearities, keep_rate=self.keep_rate,
                       init_sd=self.init_sd, norm=self.norm, norm_eps=self.norm_eps,
+                      input_decay=self.input_decay, input_norm_first=self.input_norm_first,
                       layer_mass=self.layer_mass, uniform_mass=self.uniform_mass, seed=self.seed)
         return config

@@ -35,6 +35,7 @@ STACK = {
     "predictor_hidden_size": [200], "predictor_nonlinearity": ["leaky_relu", "leaky_relu"],
     "predictor_keep_rate": 1.0, "predictor_init_sd": 0.03, "predictor_l2": 0.0,
     "predictor_label_smoothing": 0.0, "predictor_norm": "sum", "predictor_norm_eps": 1e-11,
+    "predictor_input_decay": 0.0, "predictor_input_norm_first": True,
     "layer_mass": 1.0, "uniform_mass": 0.0, "freq_update_interval": 10,
     "freq_learning_rate": 0.1, "accuracy_window": 2000, "seed": None,
 }
@@ -98,7 +99,8 @@ class SequenceMemoryStack(keras.Model):
     "step" is the default: on the embedded Reber grammar (paper values, T = 12) it reached 95%
     test-state accuracy after 50 chunks where "chunk" was still at chance after 90.
 
-    Stream state (previous input, output, inhibition, traces of every layer) lives in
+    Stream state (previous input, output, inhibition, traces of every layer, and the
+    predictor's input trace when `predictor_input_decay` > 0) lives in
     `StreamState` variables: it survives across `fit` batches, is saved with the model's
     checkpoint, and is held per replica under `tf.distribute`.
 
@@ -182,9 +184,13 @@ class SequenceMemoryStack(keras.Model):
             hp["num_classes"], hidden_sizes=hp["predictor_hidden_size"],
             nonlinearities=hp["predictor_nonlinearity"], keep_rate=hp["predictor_keep_rate"],
             init_sd=hp["predictor_init_sd"], norm=hp["predictor_norm"],
-            norm_eps=hp["predictor_norm_eps"], layer_mass=hp["layer_mass"],
+            norm_eps=hp["predictor_norm_eps"], input_decay=hp["predictor_input_decay"],
+            input_norm_first=hp["predictor_input_norm_first"], layer_mass=hp["layer_mass"],
             uniform_mass=hp["uniform_mass"], seed=hp["seed"], name="predictor")
         self.predictor.build((None, units[-1]))
+        if self.predictor.uses_trace:  # the predictor's input trace is one more stream state
+            self.stream_states.append(
+                StreamState(hp["batch_size"], [units[-1]], name="predictor_trace"))
         # ---- statistics and metrics
         stat = dict(trainable=False, aggregation="only_first_replica", autocast=False)
         self.usage = [self.add_weight(name=f"usage_{l}", shape=(u,), initializer="zeros", **stat)
@@ -253,8 +259,12 @@ class SequenceMemoryStack(keras.Model):
         return ops.max(ops.reshape(encoding, (-1, self.units[l] // p, p)), axis=-1)
 
     def _step(self, x, reset, states, training):
-        """One time step of the whole stack; returns (results, new_states, losses, logits)."""
-        feedback_from = [s[1] for s in states]  # y_{t-1} of every layer, before this step
+        """One time step of the whole stack; returns (results, new_states, losses, logits).
+
+        `states` holds one state list per layer, then ``[τ]`` when the predictor keeps an
+        input trace (the order of `stream_states`).
+        """
+        feedback_from = [s[1] for s in states[:self.num_layers]]  # y_{t-1} of every layer
         bi = self.hparams["connectivity"] == "bi"
         results, memory_losses = [], []
         layer_input = x
@@ -266,8 +276,15 @@ class SequenceMemoryStack(keras.Model):
                 ops.cast(layer_input, "float32") - ops.cast(out.decoding, "float32"))))
             results.append(out)
             layer_input = self._pool(out.encoding, l)
-        logits = self.predictor(results[-1].encoding, training=training)
-        return results, [r.states for r in results], memory_losses, logits
+        new_states = [r.states for r in results]
+        if self.predictor.uses_trace:
+            predictor_input, trace = self.predictor.condition(results[-1].encoding,
+                                                              states[self.num_layers][0])
+            new_states.append([trace])
+        else:
+            predictor_input, _ = self.predictor.condition(results[-1].encoding)
+        logits = self.predictor.classify(predictor_input, training=training)
+        return results, new_states, memory_losses, logits
 
     def _predictor_loss(self, labels, logits):
         k = self.hparams["num_classes"]

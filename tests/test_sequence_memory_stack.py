@@ -82,13 +82,16 @@ def test_streams_continue_across_fit_calls_and_reset_zeroes_a_sample():
     assert not np.allclose(out["encoding_0"][1], out_fresh["encoding_0"][1])
 
 
-def test_checkpoint_restores_streams_and_optimizers_so_training_continues_identically(tmp_path):
-    model = small_stack()
+@pytest.mark.parametrize("trace", [0.0, 0.8])
+def test_checkpoint_restores_streams_and_optimizers_so_training_continues_identically(
+        tmp_path, trace):
+    model = small_stack(predictor_input_decay=trace)
+    assert len(model.stream_states) == (2 if trace else 1)   # the predictor's input trace
     model.fit(toy_dataset(), steps_per_epoch=4, verbose=0)
     ckpt = tf.train.Checkpoint(**model.checkpoint_items())
     path = ckpt.save(str(tmp_path / "ckpt"))
     after = model.fit(toy_dataset(start=4), steps_per_epoch=3, verbose=0).history
-    restored = small_stack(seed=99)  # different init: everything must come from the checkpoint
+    restored = small_stack(seed=99, predictor_input_decay=trace)  # different init: everything must come from the checkpoint
     tf.train.Checkpoint(**restored.checkpoint_items()).restore(path).assert_consumed()
     again = restored.fit(toy_dataset(start=4), steps_per_epoch=3, verbose=0).history
     for key in ("loss", "memory_loss_0", "predictor_loss", "accuracy"):
@@ -146,6 +149,8 @@ def test_mirrored_strategy_matches_one_device(strategies):
     (dict(memory_training_interval=5), "memory_training_interval"),
     (dict(predictor_nonlinearity=["none", "none", "none"]), "predictor_nonlinearity"),
     (dict(layer_mass=0.5), "layer_mass"),
+    (dict(predictor_input_decay=1.0), "predictor_input_decay"),
+    (dict(predictor_input_norm_first="yes"), "predictor_input_norm_first"),
     (dict(input_dim=None), "input_dim"),
 ])
 def test_bad_hparams_name_the_hparam(overrides, word):
@@ -184,3 +189,31 @@ def test_predictor_log_distribution_is_finite_and_exact(layer_mass, uniform_mass
     expected = np.log(layer_mass * e / e.sum() + uniform_mass / 3)
     np.testing.assert_allclose(log_p[0], expected, rtol=1e-5)
     np.testing.assert_allclose(np.exp(log_p).sum(-1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_predictor_input_trace_follows_the_original(norm_first):
+    """τ_t = max(δ·τ_{t−1}, N(y_t)) (norm first) or N(max(δ·τ_{t−1}, y_t)), rsm.md §3.2;
+    the reference is written out here in numpy."""
+    from pagi_rsm.components.predictor import Predictor
+    delta = 0.5
+    predictor = Predictor(2, hidden_sizes=[], nonlinearities=["none"], input_decay=delta,
+                          input_norm_first=norm_first)
+    codes = np.array([[[0.8, 0.0, 0.2, 0.0]], [[0.0, 0.5, 0.0, 0.5]],
+                      [[0.0, 0.0, 0.9, 0.1]]], "float32")        # [T, B=1, n]
+    trace = np.zeros((1, 4), "float32")
+    expected = np.zeros((1, 4))
+    for y in codes:
+        x, trace = predictor.condition(y, trace)
+        if norm_first:
+            expected = np.maximum(delta * expected, y / y.sum())
+        else:
+            both = np.maximum(delta * expected, y)
+            expected = both / both.sum()
+        np.testing.assert_allclose(x, expected, rtol=1e-6)
+        np.testing.assert_allclose(trace, expected, rtol=1e-6)
+    # the last step, by hand for norm_first: max(0.5 * max(0.5 * [.8 0 .2 0], [0 .5 0 .5]), y3)
+    if norm_first:
+        np.testing.assert_allclose(x, [[0.2, 0.25, 0.9, 0.25]], rtol=1e-6)
+    with pytest.raises(ValueError, match="trace"):
+        predictor(codes[0])                      # a trace predictor needs its previous trace
