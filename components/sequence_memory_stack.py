@@ -36,6 +36,7 @@ STACK = {
     "predictor_keep_rate": 1.0, "predictor_init_sd": 0.03, "predictor_l2": 0.0,
     "predictor_label_smoothing": 0.0, "predictor_norm": "sum", "predictor_norm_eps": 1e-11,
     "predictor_input_decay": 0.0, "predictor_input_norm_first": True,
+    "predictor_learning_rate": None,
     "layer_mass": 1.0, "uniform_mass": 0.0, "freq_update_interval": 10,
     "freq_learning_rate": 0.1, "accuracy_window": 2000, "seed": None,
 }
@@ -88,7 +89,9 @@ class SequenceMemoryStack(keras.Model):
     stop_gradient of the top layer's code, predicts the label of x_t. Every tensor crossing a
     time step or a layer boundary is `stop_gradient` (BPTT = 1). Each layer minimises its own
     MSE with its own Adam optimiser, the predictor its own cross-entropy with its own Adam
-    (lr `learning_rate`, default 5e-4), all in `train_step`, so `model.fit` drives it.
+    (lr `learning_rate`, default 5e-4; the predictor's is `predictor_learning_rate` when set,
+    as the original's predictor component has its own), all in `train_step`, so `model.fit`
+    drives it.
 
     `update_schedule`:
       - "step": one optimiser update per time step (as the original): the forward pass of step
@@ -137,6 +140,14 @@ class SequenceMemoryStack(keras.Model):
         if hp["update_schedule"] not in SCHEDULES:
             raise ValueError(f"hparam 'update_schedule' must be one of {SCHEDULES}, got "
                              f"{hp['update_schedule']!r}")
+        for key in ("learning_rate", "predictor_learning_rate"):
+            value = hp[key]
+            if value is None and key == "predictor_learning_rate":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"hparam {key!r} must be a number > 0"
+                                 f"{' or null (= learning_rate)' if key != 'learning_rate' else ''}"
+                                 f", got {value!r}")
         if not isinstance(hp["batch_size"], int) or hp["batch_size"] < 1:
             raise ValueError(f"hparam 'batch_size' must be an integer >= 1, got "
                              f"{hp['batch_size']!r}")
@@ -218,11 +229,17 @@ class SequenceMemoryStack(keras.Model):
         return cls(**config)
 
     def compile(self, learning_rate=None, **kwargs):
-        """Creates one Adam optimiser per memory layer and one for the predictor."""
+        """Creates one Adam optimiser per memory layer and one for the predictor.
+
+        `learning_rate` (default: the hparam) is the memory's, and the predictor's unless the
+        hparam `predictor_learning_rate` is set.
+        """
         lr = self.hparams["learning_rate"] if learning_rate is None else learning_rate
+        predictor_lr = self.hparams["predictor_learning_rate"]
         self.memory_optimizers = [keras.optimizers.Adam(lr, name=f"memory_{l}_adam")
                                   for l in range(self.num_layers)]
-        self.predictor_optimizer = keras.optimizers.Adam(lr, name="predictor_adam")
+        self.predictor_optimizer = keras.optimizers.Adam(
+            lr if predictor_lr is None else predictor_lr, name="predictor_adam")
         for opt, layer in zip(self.memory_optimizers, self.cells):
             opt.build(layer.trainable_variables)
         self.predictor_optimizer.build(self.predictor.trainable_variables)

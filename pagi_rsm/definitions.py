@@ -225,10 +225,12 @@ def _expected_name(default):
                 type(default), type(default).__name__)
 
 
-def coerce_like(value, default, where):
+def coerce_like(value, default, where, null_strings=False):
     """Returns `value` checked (and lightly converted) against the type of `default`.
 
-    `default` None accepts anything. Integers are accepted for floats; a string that spells a
+    `default` None accepts anything. With `null_strings` (component hparams) a string default
+    also accepts null: string-valued hparams use None for "off" (e.g. a normalisation), and the
+    component checks the value. Integers are accepted for floats; a string that spells a
     number is accepted for a float (YAML 1.1 reads ``5e-4`` as a string). Lists are checked
     element-wise against the first element of a non-empty default list. Booleans are never
     accepted as numbers.
@@ -260,6 +262,8 @@ def coerce_like(value, default, where):
             raise bad
         return float(value)
     if isinstance(default, str):
+        if value is None and null_strings:
+            return value
         if not isinstance(value, str):
             raise bad
         return value
@@ -270,12 +274,13 @@ def coerce_like(value, default, where):
             # elements' type; the component decides whether it broadcasts it.
             if typed and default[0] is not None and not isinstance(value, (dict, type(None))):
                 try:
-                    return coerce_like(value, default[0], where)
+                    return coerce_like(value, default[0], where, null_strings)
                 except DefinitionError:
                     pass
             raise bad
         if typed:
-            return [coerce_like(v, default[0], f"{where}[{i}]") for i, v in enumerate(value)]
+            return [coerce_like(v, default[0], f"{where}[{i}]", null_strings)
+                    for i, v in enumerate(value)]
         return list(value)
     if isinstance(default, dict):
         if not isinstance(value, dict):
@@ -492,7 +497,8 @@ def _merge_checked(defaults, layers, section):
             if key not in defaults:
                 raise DefinitionError(f"{where}: unknown key {key!r} in {section}; accepted "
                                       f"keys: {accepted}")
-            out[key] = coerce_like(value, defaults[key], f"{where}: {section}.{key}")
+            out[key] = coerce_like(value, defaults[key], f"{where}: {section}.{key}",
+                                   null_strings=section == "hparams_override")
     return out
 
 

@@ -252,6 +252,16 @@ def test_wrong_hparam_type(tmp_path):
     assert path in str(e.value)
 
 
+def test_null_is_accepted_for_a_string_hparam_only():
+    """A string hparam may be null ("off", e.g. the predictor's normalisation); a string
+    workflow option may not."""
+    [config] = definitions.resolve(workflow="grammar", hparams_overrides={"predictor_norm": None})
+    assert config.hparams["predictor_norm"] is None
+    with pytest.raises(DefinitionError, match=r"workflow-options.render must be a string"):
+        definitions.resolve(definition={"experiment-options": {"workflow": "grammar"},
+                                        "workflow-options": {"render": None}}, source="d")
+
+
 def test_unknown_workflow_option(tmp_path):
     path = write(tmp_path, f"experiment-options: {{workflow: {TOY}}}\n"
                            f"workflow-options: {{time_stepz: 3}}\n")

@@ -150,12 +150,21 @@ def test_mirrored_strategy_matches_one_device(strategies):
     (dict(predictor_nonlinearity=["none", "none", "none"]), "predictor_nonlinearity"),
     (dict(layer_mass=0.5), "layer_mass"),
     (dict(predictor_input_decay=1.0), "predictor_input_decay"),
+    (dict(predictor_learning_rate=0.0), "predictor_learning_rate"),
+    (dict(learning_rate=-1.0), "learning_rate"),
     (dict(predictor_input_norm_first="yes"), "predictor_input_norm_first"),
     (dict(input_dim=None), "input_dim"),
 ])
 def test_bad_hparams_name_the_hparam(overrides, word):
     with pytest.raises(ValueError, match=word):
         small_stack(**overrides)
+
+
+def test_predictor_learning_rate_is_its_own_when_set():
+    model = small_stack(predictor_learning_rate=0.05)
+    assert float(model.predictor_optimizer.learning_rate) == pytest.approx(0.05)
+    assert float(model.memory_optimizers[0].learning_rate) == pytest.approx(0.01)
+    assert float(small_stack().predictor_optimizer.learning_rate) == pytest.approx(0.01)
 
 
 def test_default_hparams_cover_every_accepted_key():
