@@ -36,6 +36,7 @@ STACK = {
     "predictor_keep_rate": 1.0, "predictor_init_sd": 0.03, "predictor_l2": 0.0,
     "predictor_label_smoothing": 0.0, "predictor_norm": "sum", "predictor_norm_eps": 1e-11,
     "predictor_input_decay": 0.0, "predictor_input_norm_first": True,
+    "predictor_input_reset": False,
     "predictor_learning_rate": None,
     "layer_mass": 1.0, "uniform_mass": 0.0, "freq_update_interval": 10,
     "freq_learning_rate": 0.1, "accuracy_window": 2000, "seed": None,
@@ -103,7 +104,8 @@ class SequenceMemoryStack(keras.Model):
     test-state accuracy after 50 chunks where "chunk" was still at chance after 90.
 
     Stream state (previous input, output, inhibition, traces of every layer, and the
-    predictor's input trace when `predictor_input_decay` > 0) lives in
+    predictor's input trace when `predictor_input_decay` > 0; the original never clears that
+    trace, `predictor_input_reset=True` clears it with the rest at a reset) lives in
     `StreamState` variables: it survives across `fit` batches, is saved with the model's
     checkpoint, and is held per replica under `tf.distribute`.
 
@@ -148,6 +150,9 @@ class SequenceMemoryStack(keras.Model):
                 raise ValueError(f"hparam {key!r} must be a number > 0"
                                  f"{' or null (= learning_rate)' if key != 'learning_rate' else ''}"
                                  f", got {value!r}")
+        if not isinstance(hp["predictor_input_reset"], bool):
+            raise ValueError(f"hparam 'predictor_input_reset' must be true or false, got "
+                             f"{hp['predictor_input_reset']!r}")
         if not isinstance(hp["batch_size"], int) or hp["batch_size"] < 1:
             raise ValueError(f"hparam 'batch_size' must be an integer >= 1, got "
                              f"{hp['batch_size']!r}")
@@ -295,8 +300,10 @@ class SequenceMemoryStack(keras.Model):
             layer_input = self._pool(out.encoding, l)
         new_states = [r.states for r in results]
         if self.predictor.uses_trace:
-            predictor_input, trace = self.predictor.condition(results[-1].encoding,
-                                                              states[self.num_layers][0])
+            trace = states[self.num_layers][0]
+            if self.hparams["predictor_input_reset"]:  # a new sequence also clears the trace
+                trace = trace * ops.cast(1.0 - reset, trace.dtype)[:, None]
+            predictor_input, trace = self.predictor.condition(results[-1].encoding, trace)
             new_states.append([trace])
         else:
             predictor_input, _ = self.predictor.condition(results[-1].encoding)

@@ -151,6 +151,7 @@ def test_mirrored_strategy_matches_one_device(strategies):
     (dict(layer_mass=0.5), "layer_mass"),
     (dict(predictor_input_decay=1.0), "predictor_input_decay"),
     (dict(predictor_learning_rate=0.0), "predictor_learning_rate"),
+    (dict(predictor_input_reset=1), "predictor_input_reset"),
     (dict(learning_rate=-1.0), "learning_rate"),
     (dict(predictor_input_norm_first="yes"), "predictor_input_norm_first"),
     (dict(input_dim=None), "input_dim"),
@@ -226,3 +227,19 @@ def test_predictor_input_trace_follows_the_original(norm_first):
         np.testing.assert_allclose(x, [[0.2, 0.25, 0.9, 0.25]], rtol=1e-6)
     with pytest.raises(ValueError, match="trace"):
         predictor(codes[0])                      # a trace predictor needs its previous trace
+
+
+@pytest.mark.parametrize("clear", [False, True])
+def test_predictor_trace_is_cleared_at_a_reset_only_with_predictor_input_reset(clear):
+    model = small_stack(predictor_input_decay=0.5, predictor_norm=None,
+                        predictor_input_reset=clear)
+    model.fit(toy_dataset(), steps_per_epoch=2, verbose=0)     # a non-zero trace
+    chunk = next(toy_chunks(2))
+    chunk["reset"][:] = 0.0
+    chunk["reset"][0, -1] = 1.0                                 # stream 0 restarts at the end
+    y_last = np.asarray(model(chunk)["encoding_0"])[:, -1]     # the codes; state unchanged
+    model.test_step(chunk)                                      # steps the streams, no learning
+    trace = np.asarray(model.stream_states[-1].values[0])
+    fresh = np.maximum(0.0, y_last)      # max(0.5 * 0, y): a cleared trace (y = 0 right after
+    assert np.allclose(trace[0], fresh[0], atol=1e-6) == clear     # a reset: no input yet)
+    assert not np.allclose(trace[1], fresh[1], atol=1e-6)      # other streams keep their trace
