@@ -347,7 +347,10 @@ def test_definition_paper_and_original_values():
     assert paper["hparams_override"] == {
         "batch_size": 400, "groups": 200, "cells_per_group": 6, "sparsity": 25,
         "inhibition_decay": 0.98, "recurrent_decay": 0.0, "predictor_hidden_size": [500],
-        "learning_rate": 0.0005, "memory_training_interval": [0, 2000]}
+        "learning_rate": 0.0005, "memory_training_interval": [0, 2000],
+        "predictor_nonlinearity": ["leaky_relu", "none"], "predictor_norm": None,
+        "predictor_input_decay": 0.95, "predictor_input_reset": True,
+        "predictor_learning_rate": 0.002}
     assert _definition("embedded_reber.yaml")["workflow-options"]["render"] == "same"
     original = _definition("embedded_reber_original.yaml")
     opts = original["experiment-options"]
@@ -355,6 +358,9 @@ def test_definition_paper_and_original_values():
     h = opts["hparams_override"]
     assert (h["cells_per_group"], h["groups"], h["sparsity"], h["batch_size"]) == (8, 200, 25, 400)
     assert h["freq_update_interval"] == 40 and h["predictor_nonlinearity"] == ["none", "none"]
+    # the original's predictor, not the grammar workflow's defaults
+    assert (h["predictor_norm"], h["predictor_input_decay"], h["predictor_learning_rate"]) == (
+        "sum", 0.0, None)
     assert original["workflow-options"]["render"] == "same"
 
 

@@ -33,17 +33,27 @@ PAPER_HPARAMS = {
     "inhibition_decay": [0.98],
     "recurrent_decay": [0.0],
     "predictor_hidden_size": [500],
-    "predictor_nonlinearity": ["none", "none"],
     "learning_rate": 5e-4,
-    # The memory learns for the first 2000 time steps, then is frozen while the predictor
-    # keeps learning (the original's memory_training_interval; its grammar definition trains
-    # the memory throughout). Measured at these values: with the memory learning throughout,
-    # the code stays linearly separable at the test states (~98-99% for a fresh linear probe)
-    # but keeps drifting, and the test-state accuracy of the online predictor swings between
-    # 0.43 and 0.98 over 6000 steps; frozen at 2000 (seed 1234), the windows of 2000 test
-    # predictions hold 0.992-0.9985, mean 0.9959, over the next 5600 steps. How separable the
-    # frozen code is depends on the moment: frozen at 4000 it settled near 0.99.
+    # Two documented deviations from the original's grammar definition, both built from the
+    # original's own hparams (measured at these values; docs/running.md has the figures):
+    # 1. The memory learns for the first 2000 time steps, then is frozen while the predictor
+    #    keeps learning (memory_training_interval; the original's grammar definition trains the
+    #    memory throughout, its PTB definitions freeze it). Learning throughout, the code stays
+    #    linearly separable at the test states but keeps drifting, and the online predictor's
+    #    test-state accuracy swings between 0.43 and 0.98.
+    # 2. The predictor: the original's grammar definition has a linear MLP (nonlinearity none)
+    #    on the sum-normalised code at lr 5e-4. On frozen codes that learns too slowly: at
+    #    seeds 1 and 2 it was still at 97.5-98% after 2400 more steps, although a linear probe
+    #    fitted offline to the same codes reached 98.8-99.2%. A leaky-ReLU hidden layer (the
+    #    original's default nonlinearity, here not on the logits), no input normalisation, its
+    #    own lr 2e-3 and an input trace (the original's predictor_input_decay_rate, cleared at
+    #    the end of a string) give 99.6-99.7% on the same frozen codes.
     "memory_training_interval": [0, 2000],
+    "predictor_nonlinearity": ["leaky_relu", "none"],
+    "predictor_norm": None,
+    "predictor_input_decay": 0.95,
+    "predictor_input_reset": True,
+    "predictor_learning_rate": 2e-3,
     "freq_update_interval": 40,
     "accuracy_window": 2000,
 }
