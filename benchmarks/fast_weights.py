@@ -49,7 +49,9 @@ def _variants(unroll):
     return [
         ("lstm", lambda: keras.layers.LSTM(UNITS, unroll=unroll)),
         ("fast_weights_attention", lambda: keras.layers.RNN(
-            FastWeightsCell(UNITS, implementation="attention", max_length=LENGTH),
+            # LENGTH - 1 past states: exact from the zero initial state (h(0) = 0 adds nothing;
+            # tests/test_fast_weights.py::test_attention_history_window)
+            FastWeightsCell(UNITS, implementation="attention", max_length=LENGTH - 1),
             unroll=unroll)),
         ("fast_weights_explicit", lambda: keras.layers.RNN(
             FastWeightsCell(UNITS, implementation="explicit"), unroll=unroll)),

@@ -78,8 +78,10 @@ class FastWeightsCell(keras.layers.Layer):
       no copy), stacks them and computes
       ``A(t) h_s = fast_learning_rate * sum_tau decay^(t-tau) h(tau) (h(tau)^T h_s)``
       without materialising A. Cost O(S B L H) per step. Exact for sequences of at most
-      `max_length` steps from the zero initial state; on longer sequences the terms older than
-      `max_length` steps (weight <= decay^max_length) are dropped. With layer norm each inner
+      `max_length` + 1 steps from the zero initial state (the initial h(0) = 0 adds nothing to
+      A, so a T-step sequence needs only h(1) .. h(T-1)); from a non-zero initial state, for at
+      most `max_length` steps. On longer sequences the terms older than `max_length` steps
+      (weight <= decay^max_length) are dropped. With layer norm each inner
       step is one `pagi_rsm.ops.fast_weights.attend_and_normalise` (batched mat-vec products
       and a hand-written gradient: the same values, a much smaller graph than automatic
       differentiation of the composed ops).
@@ -99,7 +101,8 @@ class FastWeightsCell(keras.layers.Layer):
       inner_steps: int S >= 1, inner-loop steps per time step (default 1).
       implementation: ``"explicit"`` (default) or ``"attention"``, see above.
       max_length: int >= 1, history length of the ``"attention"`` implementation (required
-        there; set it to the sequence length to be exact). Must be None or >= 1 otherwise.
+        there; the sequence length minus one is exact from the zero initial state, the
+        sequence length from any initial state). Must be None or >= 1 otherwise.
       layer_norm: bool, apply layer normalisation in the inner loop (default True).
       preliminary_layer_norm: bool, also layer-normalise the preliminary vector,
         h_0 = f(LN(z)) instead of the paper's f(z) (default False; see above). Needs
