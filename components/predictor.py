@@ -39,8 +39,9 @@ class Predictor(keras.layers.Layer):
     `predictor_input_norm_first`): with ``input_decay = δ > 0`` the MLP reads
     ``τ_t = max(δ·τ_{t−1}, N(y_t))`` (``input_norm_first=True``, the original's default) or
     ``τ_t = N(max(δ·τ_{t−1}, y_t))``, a max-decay trace of the codes of the last steps. τ is
-    per-stream state that the caller keeps (`condition` takes and returns it); as in the
-    original it is NOT cleared at sequence resets. With δ = 0 (default) the input is N(y_t).
+    per-stream state that the caller keeps (`condition` takes and returns it). The original
+    never clears it at sequence resets; `SequenceMemoryStack` does so only with
+    `predictor_input_reset=True`. With δ = 0 (default) the input is N(y_t).
 
     The ensemble distribution (§3.3) mixes the predictor's softmax with a uniform distribution:
     P = layer_mass·softmax(logits) + uniform_mass/K.
