@@ -5,7 +5,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from pagi_rsm.ops.rsm import condition_input
+from pagi_rsm.ops.rsm import clear_rows, condition_input
 
 _ACTIVATIONS = {"none": None, "linear": None, "leaky_relu": "leaky_relu",
                 "leaky-relu": "leaky_relu", "relu": "relu", "tanh": "tanh",
@@ -40,8 +40,8 @@ class Predictor(keras.layers.Layer):
     ``τ_t = max(δ·τ_{t−1}, N(y_t))`` (``input_norm_first=True``, the original's default) or
     ``τ_t = N(max(δ·τ_{t−1}, y_t))``, a max-decay trace of the codes of the last steps. τ is
     per-stream state that the caller keeps (`condition` takes and returns it). The original
-    never clears it at sequence resets; `SequenceMemoryStack` does so only with
-    `predictor_input_reset=True`. With δ = 0 (default) the input is N(y_t).
+    never clears it at sequence resets; with ``input_reset=True`` a sample's trace is cleared
+    where `condition` gets its reset flag. With δ = 0 (default) the input is N(y_t).
 
     The ensemble distribution (§3.3) mixes the predictor's softmax with a uniform distribution:
     P = layer_mass·softmax(logits) + uniform_mass/K.
@@ -58,12 +58,13 @@ class Predictor(keras.layers.Layer):
       norm_eps: η of the sum normalisation.
       input_decay: δ in [0, 1), the decay of the input trace (0: no trace).
       input_norm_first: order of normalisation and trace (see above).
+      input_reset: clear a sample's trace at a reset (default False, the original).
       layer_mass, uniform_mass: ensemble masses, summing to 1.
     """
 
     def __init__(self, num_classes, hidden_sizes=(200,), nonlinearities=("leaky_relu",),
                  keep_rate=1.0, init_sd=0.03, norm="sum", norm_eps=1e-11, input_decay=0.0,
-                 input_norm_first=True, layer_mass=1.0, uniform_mass=0.0, seed=None, **kwargs):
+                 input_norm_first=True, input_reset=False, layer_mass=1.0, uniform_mass=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
         hidden_sizes = list(hidden_sizes)
         nonlinearities = list(nonlinearities)
@@ -84,9 +85,10 @@ class Predictor(keras.layers.Layer):
                 or not 0.0 <= input_decay < 1.0):
             raise ValueError(f"predictor_input_decay must be a number in [0, 1), got "
                              f"{input_decay!r}")
-        if not isinstance(input_norm_first, bool):
-            raise ValueError(f"predictor_input_norm_first must be true or false, got "
-                             f"{input_norm_first!r}")
+        for name, value in (("input_norm_first", input_norm_first),
+                            ("input_reset", input_reset)):
+            if not isinstance(value, bool):
+                raise ValueError(f"predictor_{name} must be true or false, got {value!r}")
         self.num_classes = int(num_classes)
         self.hidden_sizes = hidden_sizes
         self.nonlinearities = nonlinearities
@@ -96,6 +98,7 @@ class Predictor(keras.layers.Layer):
         self.norm_eps = float(norm_eps)
         self.input_decay = float(input_decay)
         self.input_norm_first = input_norm_first
+        self.input_reset = input_reset
         self.layer_mass = float(layer_mass)
         self.uniform_mass = float(uniform_mass)
         self.seed = seed
@@ -118,15 +121,18 @@ class Predictor(keras.layers.Layer):
         """True when the input is a trace (``input_decay > 0``): callers keep τ per stream."""
         return self.input_decay > 0.0
 
-    def condition(self, encoding, trace=None):
+    def condition(self, encoding, trace=None, reset=None):
         """The MLP input from the code y_t: ``(N(y_t), None)``, or ``(τ_t, τ_t)`` with a trace.
 
         Args:
           encoding: y_t [B, n] (a stop-gradient is applied here).
           trace: τ_{t−1} [B, n]; required when `uses_trace`.
+          reset: optional [B] flags of a new sequence; with `input_reset` they clear τ_{t−1}.
         """
         if self.uses_trace and trace is None:
             raise ValueError("this predictor has input_decay > 0: pass the previous trace")
+        if self.uses_trace and self.input_reset and reset is not None:
+            [trace] = clear_rows([trace], reset)
         return condition_input(tf.stop_gradient(encoding), trace, decay=self.input_decay,
                                floor=0.0, norm=self.norm, norm_eps=self.norm_eps,
                                norm_first=self.input_norm_first)
@@ -165,5 +171,6 @@ class Predictor(keras.layers.Layer):
                       nonlinearities=self.nonlinearities, keep_rate=self.keep_rate,
                       init_sd=self.init_sd, norm=self.norm, norm_eps=self.norm_eps,
                       input_decay=self.input_decay, input_norm_first=self.input_norm_first,
+                      input_reset=self.input_reset,
                       layer_mass=self.layer_mass, uniform_mass=self.uniform_mass, seed=self.seed)
         return config

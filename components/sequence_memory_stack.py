@@ -142,17 +142,13 @@ class SequenceMemoryStack(keras.Model):
         if hp["update_schedule"] not in SCHEDULES:
             raise ValueError(f"hparam 'update_schedule' must be one of {SCHEDULES}, got "
                              f"{hp['update_schedule']!r}")
-        for key in ("learning_rate", "predictor_learning_rate"):
+        for key, allowed in (("learning_rate", "a number > 0"),
+                             ("predictor_learning_rate", "a number > 0 or null (= learning_rate)")):
             value = hp[key]
-            if value is None and key == "predictor_learning_rate":
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"hparam {key!r} must be a number > 0"
-                                 f"{' or null (= learning_rate)' if key != 'learning_rate' else ''}"
-                                 f", got {value!r}")
-        if not isinstance(hp["predictor_input_reset"], bool):
-            raise ValueError(f"hparam 'predictor_input_reset' must be true or false, got "
-                             f"{hp['predictor_input_reset']!r}")
+            if not (value is None and key == "predictor_learning_rate") and (
+                    isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not value > 0):
+                raise ValueError(f"hparam {key!r} must be {allowed}, got {value!r}")
         if not isinstance(hp["batch_size"], int) or hp["batch_size"] < 1:
             raise ValueError(f"hparam 'batch_size' must be an integer >= 1, got "
                              f"{hp['batch_size']!r}")
@@ -201,7 +197,8 @@ class SequenceMemoryStack(keras.Model):
             nonlinearities=hp["predictor_nonlinearity"], keep_rate=hp["predictor_keep_rate"],
             init_sd=hp["predictor_init_sd"], norm=hp["predictor_norm"],
             norm_eps=hp["predictor_norm_eps"], input_decay=hp["predictor_input_decay"],
-            input_norm_first=hp["predictor_input_norm_first"], layer_mass=hp["layer_mass"],
+            input_norm_first=hp["predictor_input_norm_first"],
+            input_reset=hp["predictor_input_reset"], layer_mass=hp["layer_mass"],
             uniform_mass=hp["uniform_mass"], seed=hp["seed"], name="predictor")
         self.predictor.build((None, units[-1]))
         if self.predictor.uses_trace:  # the predictor's input trace is one more stream state
@@ -299,14 +296,10 @@ class SequenceMemoryStack(keras.Model):
             results.append(out)
             layer_input = self._pool(out.encoding, l)
         new_states = [r.states for r in results]
-        if self.predictor.uses_trace:
-            trace = states[self.num_layers][0]
-            if self.hparams["predictor_input_reset"]:  # a new sequence also clears the trace
-                trace = trace * ops.cast(1.0 - reset, trace.dtype)[:, None]
-            predictor_input, trace = self.predictor.condition(results[-1].encoding, trace)
+        trace = states[self.num_layers][0] if self.predictor.uses_trace else None
+        predictor_input, trace = self.predictor.condition(results[-1].encoding, trace, reset)
+        if trace is not None:
             new_states.append([trace])
-        else:
-            predictor_input, _ = self.predictor.condition(results[-1].encoding)
         logits = self.predictor.classify(predictor_input, training=training)
         return results, new_states, memory_losses, logits
 

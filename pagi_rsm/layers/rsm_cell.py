@@ -346,10 +346,9 @@ class RSMCell(keras.layers.Layer):
         dtype = x.dtype
         states = [tf.stop_gradient(ops.cast(s, dtype)) for s in states]
         if reset is not None:
-            keep = 1.0 - ops.reshape(ops.cast(reset, dtype), (-1, 1))
-            states = [s * keep for s in states]
+            states = rsm_ops.clear_rows(states, reset)
             if feedback is not None:
-                feedback = feedback * keep
+                [feedback] = rsm_ops.clear_rows([feedback], reset)
         x_prev, y_prev, inhibition, *traces = states
         traces = list(traces)
         r_trace = traces.pop(0) if self.recurrent_decay > 0 else None

@@ -21,6 +21,20 @@ def sum_normalize(z, eps, absolute=False):
     return tf.cast(z32 / (total + eps), z.dtype)
 
 
+def clear_rows(tensors, reset):
+    """Zeroes the samples whose `reset` flag is 1 (a new sequence) in each `[B, n]` tensor.
+
+    Args:
+      tensors: list of `[B, n]` tensors.
+      reset: `[B]` or `[B, 1]` flags, 1 = clear that sample.
+
+    Returns:
+      The list of cleared tensors, in the dtype of the first one.
+    """
+    keep = 1.0 - tf.reshape(tf.cast(reset, tensors[0].dtype), (-1, 1))
+    return [t * keep for t in tensors]
+
+
 def decay_trace(trace, decay, floor):
     """The decayed trace `decay * trace`, zeroed where it falls to `floor` or below if floor > 0."""
     decayed = tf.cast(decay, trace.dtype) * trace
