@@ -9,7 +9,7 @@ import pytest
 
 from pagi_rsm.layers import FastWeightsCell, FastWeightsRNNLN
 from pagi_rsm.ops.fast_weights import (apply_fast_weights, attend_and_normalise, attend_history,
-                                       history_weights, push_history, update_fast_weights)
+                                       slot_weights, update_fast_weights, write_history)
 from pagi_rsm.ops.layer_norm import layer_norm
 
 EPS = 1e-5
@@ -75,6 +75,16 @@ def _run(cell, x, rng=None, weights=None):
     return np.asarray(out, "float64"), [np.asarray(s, "float64") for s in states], named
 
 
+def _chronological(states, units):
+    """The attention form's ring buffer (states[1]) in time order, oldest first, `[B, L, H]`.
+
+    states[2] is the slot the next hidden state goes into, i.e. the oldest one."""
+    ring = states[1].reshape(len(states[1]), -1, units)
+    length = ring.shape[1]
+    order = (states[2].astype(int) + np.arange(length)[None, :]) % length
+    return np.take_along_axis(ring, order[:, :, None], axis=1)
+
+
 @pytest.mark.parametrize("implementation", ["explicit", "attention"])
 @pytest.mark.parametrize("inner_steps,decay,eta,preliminary_ln", [
     (1, 0.95, 0.5, False), (3, 0.7, 1.3, False), (2, 0.0, 0.5, False), (1, 1.0, 0.2, False),
@@ -94,7 +104,7 @@ def test_matches_numpy_reference(implementation, inner_steps, decay, eta, prelim
     if implementation == "explicit":
         memory = states[1].reshape(batch, units, units)
     else:  # rebuild A(T-1) from the history of h(0..T-1) and its weights
-        history = np.stack(states[1:], axis=1)  # L history states [B, H], oldest first
+        history = _chronological(states, units)  # h(0) .. h(T-1)
         coef = eta * decay ** np.arange(steps - 1, -1, -1)
         memory = np.einsum("l,bli,blj->bij", coef, history, history)
     np.testing.assert_allclose(memory, final_a, atol=5e-4, rtol=1e-4)
@@ -141,7 +151,7 @@ def test_explicit_and_attention_agree(rng):
                                 max_length=steps)
     out_a, states_a, _ = _run(attention, x, weights=[w[v.name] for v in explicit.weights])
     np.testing.assert_allclose(out_a, out_e, atol=1e-4, rtol=1e-4)
-    history = np.stack(states_a[1:], axis=1)
+    history = _chronological(states_a, units)
     coef = 0.5 * 0.95 ** np.arange(steps - 1, -1, -1)
     np.testing.assert_allclose(np.einsum("l,bli,blj->bij", coef, history, history),
                                states_e[1].reshape(batch, units, units), atol=1e-3, rtol=1e-4)
@@ -200,7 +210,7 @@ def test_defaults_and_alias():
     np.testing.assert_allclose(np.asarray(cell.ln_gain), np.ones(5))
     assert cell.state_size == [5, 25]
     att = FastWeightsCell(5, implementation="attention", max_length=11)
-    assert att.state_size == [5] * 12  # h and 11 history states
+    assert att.state_size == [5, 55, 1]  # h, the ring buffer of 11 states, its position
 
 
 def test_config_round_trip():
@@ -309,25 +319,63 @@ def test_layer_norm_op_per_sample(rng):
 
 
 def test_fast_weight_ops_agree(rng):
-    batch, length, units = 2, 4, 3
-    hs = rng.standard_normal((length, batch, units)).astype("float32")
+    """The ring buffer over more writes than slots: its content, the weights of its slots by
+    age, and the attention over it against A built by hand from the last L states."""
+    batch, length, units, decay, eta = 2, 4, 3, 0.8, 0.5
+    steps = 2 * length + 1
+    hs = rng.standard_normal((steps, batch, units)).astype("float32")
     a = np.zeros((batch, units, units), "float32")
-    history = [np.zeros((batch, units), "float32")] * length
-    for h in hs:
-        a = np.asarray(update_fast_weights(a, h, 0.8, 0.5))
-        history = push_history(history, h)
-    assert len(history) == length
-    history = np.stack(history, axis=1)
-    np.testing.assert_array_equal(history, hs.transpose(1, 0, 2))  # oldest first
-    np.testing.assert_allclose(np.asarray(history_weights(length, 0.8, 0.5)),
-                               0.5 * 0.8 ** np.array([3, 2, 1, 0]), rtol=1e-6)
+    ring = np.zeros((batch, length, units), "float32")
+    newest = np.array([0, 2])  # the samples' rings need not be aligned
+    for t, h in enumerate(hs):
+        a = np.asarray(update_fast_weights(a, h, decay, eta))
+        slot = (newest + t) % length
+        ring = np.asarray(write_history(ring, h, slot.astype("int32")))
+        for b in range(batch):  # the written row only
+            np.testing.assert_array_equal(ring[b, slot[b]], h[b])
+    for b in range(batch):  # slot (s + j) holds the state written at step j modulo L
+        for back in range(length):
+            np.testing.assert_array_equal(ring[b, (slot[b] - back) % length], hs[-1 - back, b])
+    weights = np.asarray(slot_weights(slot.astype("int32"), length, decay, eta))
+    for b in range(batch):
+        for back in range(length):
+            np.testing.assert_allclose(weights[b, (slot[b] - back) % length],
+                                       eta * decay ** back, rtol=1e-6)
     query = rng.standard_normal((batch, units)).astype("float32")
-    direct = np.asarray(apply_fast_weights(a, query))
-    via_attention = np.asarray(attend_history(history, query, history_weights(length, 0.8, 0.5)))
-    by_hand = np.stack([sum(0.5 * 0.8 ** (length - 1 - i) * hs[i, b] * (hs[i, b] @ query[b])
-                            for i in range(length)) for b in range(batch)])
-    np.testing.assert_allclose(direct, by_hand, atol=1e-5)
-    np.testing.assert_allclose(via_attention, by_hand, atol=1e-5)
+    truncated = sum(eta * decay ** back * np.einsum("bi,bj->bij", hs[-1 - back], hs[-1 - back])
+                    for back in range(length))
+    by_hand = np.einsum("bij,bj->bi", truncated, query)
+    np.testing.assert_allclose(np.asarray(apply_fast_weights(truncated, query)), by_hand,
+                               atol=1e-5)
+    np.testing.assert_allclose(np.asarray(attend_history(ring, query, weights)), by_hand,
+                               atol=1e-5)
+    # the explicit A keeps the older terms too: the truncation is real
+    assert np.abs(np.asarray(apply_fast_weights(a, query)) - by_hand).max() > 1e-4
+
+
+def test_ring_position_wraps_and_stays_in_range(rng):
+    """The position state counts modulo max_length; one out of range in a user's initial
+    state is read modulo max_length too, so it never writes into another sample's rows."""
+    length, units = 3, 4
+    x = rng.standard_normal((2, 2 * length + 2, 3)).astype("float32")
+    cell = FastWeightsCell(units, implementation="attention", max_length=length)
+    _, states, _ = _run(cell, x, rng)
+    np.testing.assert_array_equal(states[2][:, 0], [(2 * length + 2) % length] * 2)
+    rnn = keras.layers.RNN(cell, return_sequences=True, return_state=True)
+    zeros = np.zeros((2, units), "float32"), np.zeros((2, length * units), "float32")
+    out_in, *_ = rnn(x, initial_state=[*zeros, np.full((2, 1), 1.0, "float32")])
+    out_out, *_ = rnn(x, initial_state=[*zeros, np.full((2, 1), 1.0 + 5 * length, "float32")])
+    np.testing.assert_allclose(np.asarray(out_out), np.asarray(out_in), atol=1e-6)
+
+
+def test_low_precision_limits_max_length():
+    cell = FastWeightsCell(4, implementation="attention", max_length=300,
+                           dtype="mixed_bfloat16")
+    with pytest.raises(ValueError, match="max_length must be <= 256"):
+        cell.build((None, 3))
+    FastWeightsCell(4, implementation="attention", max_length=256,
+                    dtype="mixed_bfloat16").build((None, 3))
+    FastWeightsCell(4, max_length=300, dtype="mixed_bfloat16").build((None, 3))  # explicit
 
 
 def test_attend_and_normalise_matches_composition(rng):
@@ -337,7 +385,7 @@ def test_attend_and_normalise_matches_composition(rng):
     batch, length, units = 3, 5, 7
     args = [tf.constant(rng.standard_normal(shape).astype("float32")) for shape in
             [(batch, units), (batch, units), (batch, length, units), (units,), (units,)]]
-    weights = history_weights(length, 0.9, 0.5)
+    weights = slot_weights(np.array([0, 3, 4], "int32"), length, 0.9, 0.5)
     upstream = tf.constant(rng.standard_normal((batch, units)).astype("float32"))
 
     def composed(boundary, query, history, gain, bias):

@@ -11,7 +11,7 @@ import keras
 from keras import ops
 
 from pagi_rsm.ops.fast_weights import (apply_fast_weights, attend_and_normalise, attend_history,
-                                       history_weights, push_history, update_fast_weights)
+                                       slot_weights, update_fast_weights, write_history)
 from pagi_rsm.ops.layer_norm import layer_norm
 
 __all__ = ["FastWeightsCell", "FastWeightsRNNLN", "IMPLEMENTATIONS"]
@@ -21,6 +21,10 @@ IMPLEMENTATIONS = ("explicit", "attention")
 
 DEFAULT_RECURRENT_GAIN = 0.05
 """The slow recurrent kernel W starts as ``0.05 * I`` (Ba et al.; Goku's port)."""
+
+
+_EXACT_INTEGERS = {"float16": 2048, "bfloat16": 256}
+"""Largest whole number each low-precision dtype holds exactly (the ring position state)."""
 
 
 def _is_int(value):
@@ -74,21 +78,24 @@ class FastWeightsCell(keras.layers.Layer):
     * ``"explicit"``: the state holds A(t-1) as a `[B, H, H]` matrix (flattened to `H*H`).
       Cost per step O(B H^2) (update) + O(S B H^2) (products).
     * ``"attention"``: the state holds the last L = `max_length` hidden states h(t-L+1) .. h(t)
-      as L states of shape `[B, H]`, oldest first; the step pushes h(t) in (a shift of the list,
-      no copy), stacks them and computes
+      in a ring buffer of L slots: the step writes h(t) over the oldest slot (one scatter; the
+      other slots do not move) and computes
       ``A(t) h_s = fast_learning_rate * sum_tau decay^(t-tau) h(tau) (h(tau)^T h_s)``
-      without materialising A. Cost O(S B L H) per step. Exact for sequences of at most
-      `max_length` + 1 steps from the zero initial state (the initial h(0) = 0 adds nothing to
-      A, so a T-step sequence needs only h(1) .. h(T-1)); from a non-zero initial state, for at
-      most `max_length` steps. On longer sequences the terms older than `max_length` steps
-      (weight <= decay^max_length) are dropped. With layer norm each inner
-      step is one `pagi_rsm.ops.fast_weights.attend_and_normalise` (batched mat-vec products
-      and a hand-written gradient: the same values, a much smaller graph than automatic
-      differentiation of the composed ops).
+      without materialising A, each slot weighted by its age. Cost O(S B L H) per step. Exact
+      for sequences of at most `max_length` + 1 steps from the zero initial state (the initial
+      h(0) = 0 adds nothing to A, so a T-step sequence needs only h(1) .. h(T-1)); from a
+      non-zero initial state, for at most `max_length` steps. On longer sequences the terms
+      older than `max_length` steps (weight <= decay^max_length) are dropped. With layer norm
+      each inner step is one `pagi_rsm.ops.fast_weights.attend_and_normalise` (batched
+      mat-vec products and a hand-written gradient: the same values, a much smaller graph than
+      automatic differentiation of the composed ops).
 
     States (in the order of `state_size`): ``h`` `[B, units]`, then the memory: ``A`` flattened
-    `[B, units*units]` ("explicit") or `max_length` history states `[B, units]`, oldest first
-    ("attention"); no memory when ``fast_learning_rate == 0``. The zero initial state of
+    `[B, units*units]` ("explicit"), or ("attention") the ring buffer flattened
+    `[B, max_length*units]` (slot l is ``ring[:, l*units:(l+1)*units]``) and the position
+    `[B, 1]`, the slot the next h goes into (a whole number stored as a float, read modulo
+    `max_length`; the slots in time order, oldest first, are ``position, position + 1, ...``);
+    no memory when ``fast_learning_rate == 0``. The zero initial state of
     `keras.layers.RNN` is the paper's "A = 0 at the start of each sequence". Under mixed
     precision the matmuls run in the compute dtype (float16) while layer norm and the fast-weight
     products run in float32; the states are stored in the compute dtype.
@@ -194,7 +201,7 @@ class FastWeightsCell(keras.layers.Layer):
             return [self.units]
         if self.implementation == "explicit":
             return [self.units, self.units * self.units]
-        return [self.units] * (1 + self.max_length)
+        return [self.units, self.max_length * self.units, 1]
 
     @property
     def output_size(self):
@@ -209,6 +216,13 @@ class FastWeightsCell(keras.layers.Layer):
         features = input_shape[-1]
         if features is None:
             raise ValueError("the feature axis of the FastWeightsCell input must be known")
+        exact = _EXACT_INTEGERS.get(self.compute_dtype)
+        if (self.implementation == "attention" and self.uses_memory and exact is not None
+                and self.max_length > exact):
+            raise ValueError(
+                f"max_length must be <= {exact} under the compute dtype {self.compute_dtype} "
+                f"(the ring-buffer position is a state of that dtype, exact up to {exact}), got "
+                f"{self.max_length}")
         self.kernel = self.add_weight(
             name="kernel", shape=(features, self.units), initializer=self.kernel_initializer)
         self.recurrent_kernel = self.add_weight(
@@ -251,9 +265,14 @@ class FastWeightsCell(keras.layers.Layer):
             memory = [ops.cast(ops.reshape(fast_weights, (-1, self.units * self.units)),
                                self.compute_dtype)]
         else:
-            memory = push_history(states[1:], hidden)
-            history = ops.cast(ops.stack(memory, axis=1), "float32")
-            weights = history_weights(self.max_length, self.decay, self.fast_learning_rate)
+            length = self.max_length
+            position = states[2]  # modulo: a position from a user's initial state stays in range
+            slot = ops.mod(ops.cast(position[:, 0], "int32"), length)
+            ring = write_history(ops.reshape(states[1], (-1, length, self.units)), hidden, slot)
+            history = ops.cast(ring, "float32")
+            weights = slot_weights(slot, length, self.decay, self.fast_learning_rate)
+            memory = [ops.reshape(ring, (-1, length * self.units)),
+                      ops.cast(ops.mod(slot + 1, length), position.dtype)[:, None]]
             if self.layer_norm:  # the same values, with a cheaper hand-written gradient
                 gain = ops.cast(self.ln_gain, "float32")
                 bias = ops.cast(self.ln_bias, "float32")

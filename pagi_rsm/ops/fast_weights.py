@@ -9,12 +9,13 @@ Two exact forms of the same memory:
 * explicit: ``A(t) = decay * A(t-1) + fast_learning_rate * h(t) h(t)^T`` kept as a `[B, H, H]`
   tensor and applied as ``A(t) h``: `update_fast_weights`, `apply_fast_weights`.
 * attention: ``A(t) h = fast_learning_rate * sum_tau decay^(t-tau) h(tau) (h(tau)^T h)`` over the
-  last L hidden states, never materialising A. The history is a list of L `[B, H]` tensors,
-  oldest first (`push_history` shifts the list, which copies nothing), stacked to `[B, L, H]`
-  for `attend_history`. With ``A(-1) = 0`` the two agree as long as the history holds every
-  hidden state written so far (``L >= t + 1``); an older state pushed out of a full history is
-  dropped, i.e. its term (weight ``<= decay^L``) is truncated. `attend_and_normalise` is one
-  layer-normalised inner step of this form with a hand-written gradient (the cell's fast path).
+  last L hidden states, never materialising A. The history is a ring buffer `[B, L, H]`:
+  `write_history` overwrites the oldest slot with h(t), `slot_weights` gives each slot its
+  coefficient from its age, `attend_history` computes the sum. With ``A(-1) = 0`` the two forms
+  agree as long as the buffer holds every hidden state written so far (``L >= t + 1``); an
+  older state overwritten in a full buffer is dropped, i.e. its term (weight ``<= decay^L``) is
+  truncated. `attend_and_normalise` is one layer-normalised inner step of this form with a
+  hand-written gradient (the cell's fast path).
 """
 import numpy as np
 from keras import ops
@@ -43,56 +44,65 @@ def apply_fast_weights(fast_weights, hidden):
     return ops.squeeze(ops.matmul(fast_weights, hidden[:, :, None]), -1)
 
 
-def push_history(history, hidden):
-    """Appends h(t) as the newest entry of a history, dropping the oldest.
+def write_history(history, hidden, slot):
+    """Writes h(t) into slot `slot[b]` of each sample's ring buffer of past hidden states.
 
-    The history is a list of L `[B, H]` tensors (an RNN cell keeps them as L states), so the
-    shift is a re-labelling: no tensor is copied. (Shifting a `[B, L, H]` tensor with a slice
-    and a concatenation costs more than the attention itself in a TF graph on a CPU.)
+    The attention form keeps the last L hidden states in a ring buffer: h(t) overwrites the
+    oldest entry, so nothing else moves. In a TF graph on a CPU this is one scatter of B rows;
+    keeping the history in time order instead (a list of L states stacked every step, or a
+    slice-and-concatenate shift of a `[B, L, H]` tensor) costs more than the attention itself.
 
     Args:
-      history: sequence of L `[B, H]` tensors, oldest first.
-      hidden: `[B, H]` tensor.
+      history: `[B, L, H]` ring buffer.
+      hidden: `[B, H]` tensor h(t), the dtype of `history`.
+      slot: int32 `[B]`, the slot of each sample to overwrite (in [0, L)).
 
     Returns:
-      list ``history[1:] + [hidden]``.
+      `[B, L, H]` tensor: `history` with ``history[b, slot[b]] = hidden[b]``.
     """
-    return list(history[1:]) + [hidden]
+    length, units = history.shape[1], history.shape[2]
+    rows = ops.arange(ops.shape(hidden)[0], dtype="int32") * length + slot
+    flat = ops.scatter_update(ops.reshape(history, (-1, units)), rows[:, None], hidden)
+    return ops.reshape(flat, (-1, length, units))
 
 
-def history_weights(length, decay, fast_learning_rate, dtype="float32"):
-    """The weight of each history slot: ``fast_learning_rate * decay^(length - 1 - i)``.
+def slot_weights(newest, length, decay, fast_learning_rate):
+    """The weight of each ring-buffer slot when slot `newest[b]` holds h(t).
 
-    The newest slot (``i = length - 1``) has weight `fast_learning_rate`, the one before it
-    ``fast_learning_rate * decay`` and so on, which is the coefficient of ``h(tau) h(tau)^T`` in
-    A(t) unrolled from ``A(-1) = 0``. Computed with numpy from Python floats, so in a graph it is
-    a constant.
+    A slot written j steps ago (``j = (newest - slot) mod length``) holds h(t - j), whose
+    coefficient in A(t) unrolled from ``A(-1) = 0`` is ``fast_learning_rate * decay^j``. The
+    `[length, length]` table of these weights is a numpy constant; the result is one gather.
+
+    Args:
+      newest: int32 `[B]`, the slot of each sample that holds h(t).
+      length: int L, the number of slots.
+      decay: lambda in [0, 1] (Python float).
+      fast_learning_rate: eta >= 0 (Python float).
 
     Returns:
-      `[length]` tensor of `dtype`.
+      float32 `[B, L]`.
     """
-    exponents = np.arange(length - 1, -1, -1, dtype=np.float64)
-    weights = float(fast_learning_rate) * np.power(float(decay), exponents)
-    return ops.convert_to_tensor(weights.astype(dtype))
+    age = np.mod(np.arange(length)[:, None] - np.arange(length)[None, :], length)
+    table = float(fast_learning_rate) * np.power(float(decay), age.astype(np.float64))
+    return ops.take(ops.convert_to_tensor(table.astype("float32")), newest, axis=0)
 
 
 def attend_history(history, hidden, weights):
     """``A(t) h`` computed as attention over past hidden states, without forming A.
 
-    ``sum_i weights[i] * history[:, i] * <history[:, i], hidden>``; with the weights of
-    `history_weights` and the history of `push_history` this equals
-    ``apply_fast_weights(A(t), hidden)``.
+    ``sum_l weights[:, l] * history[:, l] * <history[:, l], hidden>``; with the ring buffer of
+    `write_history` and the weights of `slot_weights` this equals
+    ``apply_fast_weights(A(t), hidden)`` (the order of the slots does not matter).
 
     Args:
-      history: `[B, L, H]` tensor of past hidden states, oldest first (``ops.stack`` of the
-        list kept by `push_history`, axis 1).
+      history: `[B, L, H]` tensor of past hidden states.
       hidden: `[B, H]` query (the inner-loop state h_s).
-      weights: `[L]` tensor from `history_weights`.
+      weights: `[B, L]` tensor from `slot_weights` (unwritten slots hold zeros, so their
+        weight does not matter).
 
     Returns:
       `[B, H]` tensor.
     """
-    # Elementwise products and sums: cheaper than batched mat-vecs of 128 tiny matrices on a CPU.
     scores = ops.sum(history * hidden[:, None, :], axis=-1) * weights
     return ops.sum(history * scores[:, :, None], axis=1)
 
@@ -119,8 +129,8 @@ def attend_and_normalise(boundary, query, history, weights, gain, bias, epsilon=
     Args:
       boundary: float32 `[B, H]`, the sustained term ``W h(t) + C x(t) + b``.
       query: float32 `[B, H]`, the inner-loop state h_s.
-      history: float32 `[B, L, H]`, past hidden states, oldest first.
-      weights: float32 `[L]` constant from `history_weights` (gets no gradient).
+      history: float32 `[B, L, H]`, past hidden states (the ring buffer).
+      weights: float32 `[B, L]` from `slot_weights` (gets no gradient).
       gain, bias: float32 `[H]` tensors (not variables), the layer-norm gain and bias.
       epsilon: positive float added to the variance.
 
@@ -129,7 +139,7 @@ def attend_and_normalise(boundary, query, history, weights, gain, bias, epsilon=
     """
     import tensorflow as tf
 
-    weights = tf.reshape(weights, (-1, 1))  # [L, 1]: scales the [B, L, 1] scores
+    weights = weights[:, :, None]  # [B, L, 1]: scales the [B, L, 1] scores
 
     @tf.custom_gradient
     def forward(boundary, query, history, gain, bias):
