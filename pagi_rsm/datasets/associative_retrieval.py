@@ -32,6 +32,8 @@ Example:
 """
 import numpy as np
 
+from pagi_rsm.datasets.indexed_stream import indexed_stream
+
 __all__ = ["SYMBOLS", "NUM_SYMBOLS", "NUM_CLASSES", "QUERY_SYMBOL", "DEFAULT_PAIRS",
            "SPLIT_SIZES", "sequence_length", "generate", "load_splits", "encode", "decode",
            "one_hot", "decode_target", "overlap_fraction", "make_tf_dataset",
@@ -226,20 +228,20 @@ def make_training_stream(tokens, targets, batch_size, seed=0, start_batch=0):
         raise ValueError(f"start_batch must be an integer >= 0, got {start_batch!r}")
     per_epoch = len(tokens) // batch_size
 
-    def batches():
-        epoch, order = None, None
-        index = int(start_batch)
-        while True:
-            e, j = divmod(index, per_epoch)
-            if e != epoch:
-                epoch, order = e, np.random.default_rng([seed, e]).permutation(len(tokens))
-            rows = order[j * batch_size:(j + 1) * batch_size]
-            yield tokens[rows], targets[rows]
-            index += 1
+    orders = {}   # the permutation of the epoch being read (one cached)
 
-    ds = tf.data.Dataset.from_generator(batches, output_signature=(
-        tf.TensorSpec((batch_size, tokens.shape[1]), tf.int32),
-        tf.TensorSpec((batch_size,), tf.int32)))
+    def batch(index):   # batch i is a function of (seed, i) alone
+        epoch, j = divmod(index, per_epoch)
+        order = orders.get(epoch)
+        if order is None:
+            order = np.random.default_rng([seed, epoch]).permutation(len(tokens))
+            orders.clear()
+            orders[epoch] = order
+        rows = order[j * batch_size:(j + 1) * batch_size]
+        return tokens[rows], targets[rows]
+
+    ds = indexed_stream(batch, (tf.TensorSpec((batch_size, tokens.shape[1]), tf.int32),
+                                tf.TensorSpec((batch_size,), tf.int32)), start=start_batch)
     ds = ds.map(lambda t, y: (tf.one_hot(t, NUM_SYMBOLS, dtype=tf.float32), y))
     return ds.prefetch(2)
 

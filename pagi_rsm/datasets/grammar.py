@@ -30,6 +30,8 @@ from collections.abc import Mapping
 import numpy as np
 import tensorflow as tf
 
+from pagi_rsm.datasets.indexed_stream import indexed_stream
+
 START = "START"
 END_OF_STRING = -1
 RENDERS = ("onehot", "same", "random")
@@ -650,18 +652,8 @@ def make_grammar_dataset(grammar=None, batch_size=400, chunk_length=12, render="
     source = _ChunkSource(grammar, batch_size, chunk_length, seed,
                           None if render != "random" else (offsets, counts))
     outputs = [tf.int32, tf.bool] + ([tf.int32] if render == "random" else [])
-
-    def produce(index):
-        arrays = tf.numpy_function(source, [index], outputs, stateful=True)
-        for a in arrays:
-            a.set_shape(shape)
-        return tuple(arrays)
-
-    # Chunk indices through a sequential numpy_function rather than `from_generator`: creating
-    # a GeneratorDataset lowers glibc's malloc trim threshold for the whole process, after which
-    # every fresh [B, T, 784] tensor is page-faulted in (several times slower on CPU).
-    dataset = tf.data.Dataset.range(start_chunk, np.iinfo(np.int64).max).repeat()
-    dataset = dataset.map(produce)   # sequential: the chunk source is cheapest in order
+    dataset = indexed_stream(source, [tf.TensorSpec(shape, dtype) for dtype in outputs],
+                             start=start_chunk)
 
     class_of_state = tf.constant(grammar.state_class, tf.int32)
     test_of_state = tf.constant(grammar.state_test, tf.float32)

@@ -19,9 +19,9 @@ time convention of the RSM stack (its predictor at step t has seen x_0 â€¦ x_{tâ
 the class of x_t), without the trivial first prediction (every string starts with the same
 symbol).
 
-Strings are `Grammar.walk` of 64-bit keys drawn from `numpy.random.default_rng(seed)`, so a
-dataset is a deterministic function of its seed; use different seeds for training and
-evaluation strings.
+The strings of batch i are `Grammar.walk` of 64-bit keys drawn from
+`numpy.random.default_rng([seed, i])`, so a dataset is a deterministic function of its seed (and
+batch i of (seed, i) alone); use different seeds for training and evaluation strings.
 """
 import dataclasses
 
@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from pagi_rsm.datasets.grammar import RENDERS, _check_int, _glyph_table, as_grammar
+from pagi_rsm.datasets.indexed_stream import indexed_stream
 
 
 def sample_strings(grammar, count, rng):
@@ -142,24 +143,21 @@ def make_string_dataset(grammar=None, batch_size=32, render="same", seed=0, num_
         raise ValueError(f"render must be one of {RENDERS}, got {render!r}")
     table, offsets, counts = _glyph_table(grammar, render, mnist_dir)
 
-    def batches():
-        rng = np.random.default_rng(seed)
-        produced = 0
-        while num_batches is None or produced < num_batches:
-            states, _ = sample_strings(grammar, batch_size, rng)
-            arrays = next_symbol_arrays(grammar, states)
-            symbols = arrays["symbols"]
-            if render == "random":   # row of the exemplar table; padding: row 0 (masked below)
-                classes = np.maximum(symbols, 0)
-                pick = (rng.random(symbols.shape) * counts[classes]).astype(np.int64)
-                symbols = np.where(symbols >= 0, offsets[classes] + pick, -1).astype(np.int32)
-            yield symbols, arrays["labels"], arrays["mask"], arrays["test"]
-            produced += 1
+    def batch(index):   # batch i is a function of (seed, i) alone
+        rng = np.random.default_rng([seed, index])
+        states, _ = sample_strings(grammar, batch_size, rng)
+        arrays = next_symbol_arrays(grammar, states)
+        symbols = arrays["symbols"]
+        if render == "random":   # row of the exemplar table; padding: row 0 (masked below)
+            classes = np.maximum(symbols, 0)
+            pick = (rng.random(symbols.shape) * counts[classes]).astype(np.int64)
+            symbols = np.where(symbols >= 0, offsets[classes] + pick, -1).astype(np.int32)
+        return symbols, arrays["labels"], arrays["mask"], arrays["test"]
 
     shape = (batch_size, None)
     signature = (tf.TensorSpec(shape, tf.int32), tf.TensorSpec(shape, tf.int32),
                  tf.TensorSpec(shape, tf.float32), tf.TensorSpec(shape, tf.float32))
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    dataset = indexed_stream(batch, signature, stop=num_batches)
     lookup = None if table is None else tf.constant(table)
     num_classes = grammar.num_classes
 
