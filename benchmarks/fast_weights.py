@@ -21,7 +21,9 @@ was used. Report both on a shared machine.
 What the attention form costs here: per time step two batched mat-vecs forward and three
 backward over the `[B, L, H]` history, plus one scatter writing h(t) into the ring buffer
 (`pagi_rsm.ops.fast_weights.write_history`). Keeping the history in time order instead (L
-states stacked every step) measured 1.37-1.56x the LSTM; the ring buffer 1.08-1.18x.
+states stacked every step) measured 1.37-1.56x the LSTM on a quiet machine; the ring buffer
+1.06-1.15x (1.11-1.24x with one intra-op thread), and 1.33-1.36x with a training run on the
+other core.
 
 Usage::
 
