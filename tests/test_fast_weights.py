@@ -157,6 +157,26 @@ def test_explicit_and_attention_agree(rng):
                                states_e[1].reshape(batch, units, units), atol=1e-3, rtol=1e-4)
 
 
+def test_masked_steps_keep_the_memory_in_both_forms(rng):
+    """Keras keeps a sample's states on its masked steps: the ring position is per sample, so
+    pre- and post-padded samples give the same outputs in both forms and as unpadded."""
+    steps, units = 8, 6
+    x = rng.standard_normal((3, steps, 4)).astype("float32")
+    mask = np.ones((3, steps), bool)
+    mask[0, :3] = False   # pre-padded
+    mask[1, -2:] = False  # post-padded
+    outs = {}
+    for implementation in ("explicit", "attention"):
+        cell = FastWeightsCell(units, implementation=implementation, max_length=steps)
+        rnn = keras.layers.RNN(cell, return_sequences=True)
+        rnn.build(x.shape)
+        _random_weights(cell, np.random.default_rng(5))
+        outs[implementation] = np.asarray(rnn(x, mask=mask))
+        alone = np.asarray(rnn(x[:1, 3:]))   # sample 0 without its padding
+        np.testing.assert_allclose(outs[implementation][0, 3:], alone[0], atol=1e-5)
+    np.testing.assert_allclose(outs["attention"], outs["explicit"], atol=1e-4, rtol=1e-4)
+
+
 def test_attention_history_window(rng):
     """With L = max_length < T, step t sees h(0..t); h(0) = 0, so steps t <= L are still exact
     and from t = L + 1 on the truncated term h(t - L) makes the outputs differ."""
