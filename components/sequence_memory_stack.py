@@ -459,10 +459,31 @@ class SequenceMemoryStack(keras.Model):
         Returns a dict of per-step tensors [B, T, ...]: `encoding_<l>`, `mask_<l>`,
         `decoding_<l>` for every layer and `logits`.
         """
+        return self.unroll(data, training=training)[0]
+
+    def zero_states(self, batch):
+        """The state of `batch` fresh streams (all zeros), in the layout `unroll` takes."""
+        return [[ops.zeros((batch, size)) for size in state.sizes]
+                for state in self.stream_states]
+
+    def unroll(self, data, states=None, training=False):
+        """Runs a chunk from `states` without learning and without touching the stream state.
+
+        Args:
+          data: a dataset element (``inputs`` [B, T, D], ``reset`` [B, T]).
+          states: per-stream state as `zero_states` lays it out, or None for this model's own
+            streams (the stored stream state; `call`). Held-out streams (e.g. a probe's) start
+            from `zero_states(B)` and pass the returned states to the next chunk.
+          training: passed to the layers.
+
+        Returns:
+          ``(outputs, states)``: the dict of `call` and the states after the chunk.
+        """
         x = ops.convert_to_tensor(data["inputs"])
         reset = ops.cast(data["reset"], x.dtype)
-        batch = tf.shape(x)[0]
-        states = [s.read(batch) for s in self.stream_states]
+        if states is None:
+            batch = tf.shape(x)[0]
+            states = [s.read(batch) for s in self.stream_states]
         out = {f"{kind}_{l}": [] for l in range(self.num_layers)
                for kind in ("encoding", "mask", "decoding")}
         out["logits"] = []
@@ -473,7 +494,7 @@ class SequenceMemoryStack(keras.Model):
                 out[f"mask_{l}"].append(r.mask)
                 out[f"decoding_{l}"].append(r.decoding)
             out["logits"].append(logits)
-        return {k: ops.stack(v, axis=1) for k, v in out.items()}
+        return {k: ops.stack(v, axis=1) for k, v in out.items()}, states
 
     # ------------------------------------------------------------------ observability
     def write_summaries(self, step, batch):

@@ -243,3 +243,25 @@ def test_predictor_trace_is_cleared_at_a_reset_only_with_predictor_input_reset(c
     fresh = np.maximum(0.0, y_last)      # max(0.5 * 0, y): a cleared trace (y = 0 right after
     assert np.allclose(trace[0], fresh[0], atol=1e-6) == clear     # a reset: no input yet)
     assert not np.allclose(trace[1], fresh[1], atol=1e-6)      # other streams keep their trace
+
+
+def test_unroll_held_out_streams_and_a_probe_of_the_trained_code():
+    """`unroll` from `zero_states` is `call` on fresh streams; a linear probe of the trained
+    code reads the higher-order sequence's test step, and probing leaves the streams alone."""
+    from pagi_rsm.callbacks.probe_summaries import ProbeSummaries
+    model = small_stack()
+    batch = next(iter(toy_dataset()))
+    fresh, states = model.unroll(batch, model.zero_states(B))
+    np.testing.assert_allclose(np.asarray(fresh["encoding_0"]),
+                               np.asarray(model(batch)["encoding_0"]))   # streams are still zero
+    assert [len(s) for s in states] == [len(s.sizes) for s in model.stream_states]
+    model.fit(toy_dataset(), steps_per_epoch=40, epochs=2, verbose=0)
+    before = [np.asarray(v) for s in model.stream_states for v in s.values]
+    probe = ProbeSummaries(None, None, 1, toy_dataset, num_classes=K, feature="encoding_0",
+                           train_chunks=8, test_chunks=4, mask_key="test")
+    probe.set_model(model)
+    values = probe.probe()
+    assert values["probe/test_accuracy"] > 0.95, values
+    after = [np.asarray(v) for s in model.stream_states for v in s.values]
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)

@@ -230,7 +230,9 @@ def test_grammar_workflow_runs_and_resumes_exactly(tmp_path):
             workflow="grammar", hparams_overrides=GRAMMAR_TINY,
             experiment_overrides={"batches": batches, "summary_dir": str(tmp_path / name)},
             workflow_option_overrides={"checkpoint_interval": 2, "image_interval": 2,
-                                       "chunk_length": 6})
+                                       "chunk_length": 6, "probe_interval": 2,
+                                       "probe_streams": 4, "probe_train_chunks": 3,
+                                       "probe_test_chunks": 2})
         return config.workflow_class(config).run()
     full = grammar("full", 4)
     grammar("cut", 2)
@@ -244,6 +246,8 @@ def test_grammar_workflow_runs_and_resumes_exactly(tmp_path):
     acc.Reload()
     plugin = {t: acc.SummaryMetadata(t).plugin_data.plugin_name for t in acc.Tags()["tensors"]}
     assert plugin["train/test_state_accuracy"] == "scalars"
+    assert plugin["probe/test_state_accuracy"] == plugin["probe/accuracy"] == "scalars"
+    assert [e.step for e in acc.Tensors("probe/accuracy")] == [2, 4]
     assert "images" in plugin.values() and "histograms" in plugin.values()
 
 

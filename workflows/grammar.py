@@ -92,8 +92,27 @@ class GrammarWorkflow(Workflow):
             "stop_mode": "max",
             "stop_window": 2000,
             "stop_window_metric": "test_state_count",
+            # every `probe_interval` batches (0: never) a ridge readout is fitted to the last
+            # layer's code on `probe_streams` held-out streams (the dataset at seed + 1):
+            # `probe_train_chunks` chunks to fit, `probe_test_chunks` to score; logged as
+            # probe/accuracy and probe/test_state_accuracy (pagi_rsm.callbacks.probe_summaries)
+            "probe_interval": 250,
+            "probe_streams": 100,
+            "probe_train_chunks": 20,
+            "probe_test_chunks": 10,
         })
         return options
+
+    @classmethod
+    def check_options(cls, config):
+        super().check_options(config)
+        options = config.workflow_options
+        for name, low in (("probe_interval", 0), ("probe_streams", 1),
+                          ("probe_train_chunks", 1), ("probe_test_chunks", 1)):
+            value = options[name]
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"workflow-options.{name} must be an integer >= {low}, "
+                                 f"got {value!r}")
 
     @classmethod
     def complete_config(cls, config):
@@ -121,10 +140,30 @@ class GrammarWorkflow(Workflow):
                                  f"(grammar, render={options['render']}) gives {value}; "
                                  f"leave it unset")
 
-    def build_dataset(self, start_batch):
-        dataset, self.meta = self.config.dataset_fn(
-            grammar=self.options["grammar"], batch_size=self.hparams["batch_size"],
+    def _streams(self, streams, seed, start_chunk):
+        """(dataset, meta) of `streams` grammar streams from `seed`, from chunk `start_chunk`."""
+        return self.config.dataset_fn(
+            grammar=self.options["grammar"], batch_size=streams,
             chunk_length=self.options["chunk_length"], render=self.options["render"],
-            seed=self.config.seed, start_chunk=start_batch,
-            mnist_dir=self.options["mnist_dir"] or None)
+            seed=seed, start_chunk=start_chunk, mnist_dir=self.options["mnist_dir"] or None)
+
+    def build_dataset(self, start_batch):
+        dataset, self.meta = self._streams(self.hparams["batch_size"], self.config.seed,
+                                           start_batch)
         return dataset
+
+    def extra_callbacks(self):
+        """The linear probe of the code on held-out streams (`probe_interval` > 0)."""
+        from pagi_rsm.callbacks.probe_summaries import ProbeSummaries
+        options = self.options
+        if not options["probe_interval"]:
+            return []
+        held_out = (self.config.seed + 1) % 2 ** 64
+        return [ProbeSummaries(
+            self.writer, self.clock, options["probe_interval"],
+            lambda: self._streams(options["probe_streams"], held_out, 0)[0],
+            num_classes=self.hparams["num_classes"],
+            feature=f"encoding_{self.hparams['num_layers'] - 1}",
+            train_chunks=options["probe_train_chunks"],
+            test_chunks=options["probe_test_chunks"], mask_key="test",
+            mask_name="test_state")]
