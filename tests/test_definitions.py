@@ -287,6 +287,13 @@ def test_out_of_range_workflow_option(tmp_path):
         resolve_file(path)
 
 
+def test_grammar_probe_options_are_checked():
+    with pytest.raises(DefinitionError, match=r"workflow-options.probe_test_chunks must be an "
+                                              r"integer >= 1, got 0"):
+        definitions.resolve(workflow="grammar",
+                            workflow_option_overrides={"probe_test_chunks": 0})
+
+
 def test_component_rejects_hparam_value():
     with pytest.raises(DefinitionError, match=r"rejects its hparams: units must be >= 1"):
         definitions.resolve(workflow=TOY, hparams_overrides={"units": 0})

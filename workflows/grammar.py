@@ -70,6 +70,9 @@ class GrammarWorkflow(Workflow):
 
     headline_metric = "test_state_accuracy"
     headline_mode = "max"
+    integer_options = Workflow.integer_options + (
+        ("probe_interval", 0), ("probe_streams", 1),
+        ("probe_train_chunks", 1), ("probe_test_chunks", 1))
 
     @classmethod
     def default_experiment_options(cls):
@@ -103,16 +106,6 @@ class GrammarWorkflow(Workflow):
         })
         return options
 
-    @classmethod
-    def check_options(cls, config):
-        super().check_options(config)
-        options = config.workflow_options
-        for name, low in (("probe_interval", 0), ("probe_streams", 1),
-                          ("probe_train_chunks", 1), ("probe_test_chunks", 1)):
-            value = options[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"workflow-options.{name} must be an integer >= {low}, "
-                                 f"got {value!r}")
 
     @classmethod
     def complete_config(cls, config):

@@ -141,13 +141,15 @@ class Workflow:
             "progress": True,
         }
 
+    integer_options = (("checkpoint_interval", 0), ("max_to_keep", 1), ("summary_interval", 1),
+                       ("image_interval", 0), ("stop_window", 0), ("evaluate_batches", 0))
+    """(option, lowest value) of the integer workflow options; subclasses extend it."""
+
     @classmethod
     def check_options(cls, config):
         """Checks option values (ranges, combinations); raises ValueError naming the option."""
         options = config.workflow_options
-        for name, low in (("checkpoint_interval", 0), ("max_to_keep", 1),
-                          ("summary_interval", 1), ("image_interval", 0), ("stop_window", 0),
-                          ("evaluate_batches", 0)):
+        for name, low in cls.integer_options:
             if name in options and not _is_int(options[name], low):
                 raise ValueError(f"workflow-options.{name} must be an integer >= {low}, "
                                  f"got {options[name]!r}")
