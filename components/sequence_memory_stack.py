@@ -67,6 +67,13 @@ def _tape(record):
     return tf.GradientTape() if record else contextlib.nullcontext()
 
 
+def interval_under_strategy_message(name, interval):
+    """Why a limited training interval cannot run under a `tf.distribute` strategy."""
+    return (f"{name} must be [0, -1] (learn throughout) under a multi-replica tf.distribute "
+            f"strategy, got {list(interval)}: the update of a limited interval sits in a "
+            f"tf.cond, inside which the strategy cannot aggregate the replicas' gradients")
+
+
 def _interval(name, value):
     if not (isinstance(value, (list, tuple)) and len(value) == 2):
         raise ValueError(f"hparam {name!r} must be [first, stop) in time steps, stop <= 0 "
@@ -338,10 +345,15 @@ class SequenceMemoryStack(keras.Model):
         grads = tape.gradient(total, variables)
         optimizers = self.memory_optimizers + [self.predictor_optimizer]
         intervals = [self.memory_interval] * self.num_layers + [self.predictor_interval]
-        for opt, vs, gs, interval in zip(optimizers, variables, grads, intervals):
+        names = (["memory_training_interval"] * self.num_layers
+                 + ["predictor_training_interval"])
+        for opt, vs, gs, interval, name in zip(optimizers, variables, grads, intervals, names):
             if interval == [0, -1]:
                 opt.apply(gs, vs)
             else:
+                if tf.distribute.has_strategy() and not isinstance(
+                        tf.distribute.get_strategy(), tf.distribute.OneDeviceStrategy):
+                    raise ValueError(interval_under_strategy_message(name, interval))
                 tf.cond(self._in_interval(interval, step),
                         lambda opt=opt, gs=gs, vs=vs: self._apply_group(opt, gs, vs),
                         lambda: tf.constant(False))

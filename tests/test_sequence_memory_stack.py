@@ -265,3 +265,14 @@ def test_unroll_held_out_streams_and_a_probe_of_the_trained_code():
     after = [np.asarray(v) for s in model.stream_states for v in s.values]
     for a, b in zip(before, after):
         np.testing.assert_array_equal(a, b)
+
+
+def test_limited_training_interval_under_mirrored_strategy_is_a_clear_error(strategies):
+    with strategies[1].scope():
+        model = small_stack(memory_training_interval=[0, 12])
+    with pytest.raises(ValueError, match=r"memory_training_interval must be \[0, -1\] .* got "
+                                         r"\[0, 12\]"):
+        model.fit(toy_dataset(), steps_per_epoch=1, verbose=0)
+    with strategies[0].scope():   # one device: the interval works
+        model = small_stack(memory_training_interval=[0, 12])
+    model.fit(toy_dataset(), steps_per_epoch=3, verbose=0)
