@@ -67,13 +67,6 @@ def _tape(record):
     return tf.GradientTape() if record else contextlib.nullcontext()
 
 
-def interval_under_strategy_message(name, interval):
-    """Why a limited training interval cannot run under a `tf.distribute` strategy."""
-    return (f"{name} must be [0, -1] (learn throughout) under a multi-replica tf.distribute "
-            f"strategy, got {list(interval)}: the update of a limited interval sits in a "
-            f"tf.cond, inside which the strategy cannot aggregate the replicas' gradients")
-
-
 def _interval(name, value):
     if not (isinstance(value, (list, tuple)) and len(value) == 2):
         raise ValueError(f"hparam {name!r} must be [first, stop) in time steps, stop <= 0 "
@@ -345,23 +338,46 @@ class SequenceMemoryStack(keras.Model):
         grads = tape.gradient(total, variables)
         optimizers = self.memory_optimizers + [self.predictor_optimizer]
         intervals = [self.memory_interval] * self.num_layers + [self.predictor_interval]
-        names = (["memory_training_interval"] * self.num_layers
-                 + ["predictor_training_interval"])
-        for opt, vs, gs, interval, name in zip(optimizers, variables, grads, intervals, names):
+        for opt, vs, gs, interval in zip(optimizers, variables, grads, intervals):
             if interval == [0, -1]:
                 opt.apply(gs, vs)
             else:
-                if tf.distribute.has_strategy() and not isinstance(
-                        tf.distribute.get_strategy(), tf.distribute.OneDeviceStrategy):
-                    raise ValueError(interval_under_strategy_message(name, interval))
-                tf.cond(self._in_interval(interval, step),
-                        lambda opt=opt, gs=gs, vs=vs: self._apply_group(opt, gs, vs),
-                        lambda: tf.constant(False))
+                self._apply_when(self._in_interval(interval, step), opt, gs, vs)
 
     @staticmethod
-    def _apply_group(opt, grads, variables):
-        opt.apply(grads, variables)
-        return tf.constant(True)
+    def _apply_when(inside, opt, grads, variables):
+        """``opt.apply(grads, variables)`` only where `inside` (a scalar bool) is true.
+
+        On one device a `tf.cond`. Under a strategy that aggregates gradients with a
+        `merge_call` (MirroredStrategy, MultiWorkerMirroredStrategy) a cond in the replica
+        context cannot hold the update, so the cond runs in the cross-replica context and its
+        branch applies on every replica (the pattern of Keras' LossScaleOptimizer). `inside`
+        is the same on every replica (it depends on the step only).
+        """
+        def apply(grads, variables):
+            opt.apply(grads, variables)
+            return tf.constant(True)
+
+        def skip():
+            return tf.constant(False)
+
+        if (not tf.distribute.has_strategy()
+                or tf.__internal__.distribute.strategy_supports_no_merge_call()
+                or tf.distribute.in_cross_replica_context()):
+            tf.cond(inside, lambda: apply(grads, variables), skip)
+            return
+
+        def cross_replica(distribution, inside, grads, variables):
+            inside = distribution.experimental_local_results(inside)[0]
+
+            def apply_everywhere():
+                distribution.extended.call_for_each_replica(apply, args=(grads, variables))
+                return tf.constant(True)
+
+            tf.cond(inside, apply_everywhere, skip)
+
+        tf.distribute.get_replica_context().merge_call(cross_replica,
+                                                       args=(inside, grads, variables))
 
     def _run_steps(self, x, labels, reset, states, training, update_each_step):
         """Unrolls the T steps of a chunk; with `update_each_step`, one update per step."""

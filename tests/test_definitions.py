@@ -294,14 +294,6 @@ def test_grammar_probe_options_are_checked():
                             workflow_option_overrides={"probe_test_chunks": 0})
 
 
-def test_grammar_training_interval_under_mirrored_fails_before_the_run():
-    with pytest.raises(DefinitionError, match=r"with distribution mirrored, hparams_override."
-                                              r"memory_training_interval must be \[0, -1\]"):
-        definitions.resolve(workflow="grammar", experiment_overrides={"distribution": "mirrored"})
-    definitions.resolve(workflow="grammar", experiment_overrides={"distribution": "mirrored"},
-                        hparams_overrides={"memory_training_interval": [0, -1]})
-
-
 def test_component_rejects_hparam_value():
     with pytest.raises(DefinitionError, match=r"rejects its hparams: units must be >= 1"):
         definitions.resolve(workflow=TOY, hparams_overrides={"units": 0})

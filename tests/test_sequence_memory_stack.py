@@ -267,12 +267,21 @@ def test_unroll_held_out_streams_and_a_probe_of_the_trained_code():
         np.testing.assert_array_equal(a, b)
 
 
-def test_limited_training_interval_under_mirrored_strategy_is_a_clear_error(strategies):
-    with strategies[1].scope():
-        model = small_stack(memory_training_interval=[0, 12])
-    with pytest.raises(ValueError, match=r"memory_training_interval must be \[0, -1\] .* got "
-                                         r"\[0, 12\]"):
-        model.fit(toy_dataset(), steps_per_epoch=1, verbose=0)
-    with strategies[0].scope():   # one device: the interval works
-        model = small_stack(memory_training_interval=[0, 12])
-    model.fit(toy_dataset(), steps_per_epoch=3, verbose=0)
+def test_training_interval_freezes_the_memory_on_one_device_and_mirrored(strategies):
+    """memory_training_interval [0, 12]: the memory learns for 12 time steps (2 chunks of 6),
+    then stays exactly as it was while the predictor goes on learning, also under
+    MirroredStrategy (where the gated update runs in the cross-replica context)."""
+    for strategy in strategies:
+        with strategy.scope():
+            model = small_stack(memory_training_interval=[0, 12])
+        memory = model.cells[0].trainable_variables
+        predictor = model.predictor.trainable_variables
+        start = [np.asarray(v) for v in memory]
+        model.fit(toy_dataset(), steps_per_epoch=2, verbose=0)
+        learned = [np.asarray(v) for v in memory]
+        after = [np.asarray(v) for v in predictor]
+        model.fit(toy_dataset(start=2), steps_per_epoch=2, verbose=0)
+        assert max(np.abs(a - b).max() for a, b in zip(start, learned)) > 1e-4
+        for a, v in zip(learned, memory):
+            np.testing.assert_array_equal(a, np.asarray(v), err_msg=v.path)
+        assert max(np.abs(a - np.asarray(v)).max() for a, v in zip(after, predictor)) > 1e-4

@@ -257,9 +257,8 @@ def test_grammar_workflow_mirrored_equals_one_device(tmp_path):
         pytest.skip("needs 2 logical CPU devices (tests/conftest.py)")
     metrics = {}
     for distribution in ("default", "mirrored"):
-        [config] = definitions.resolve(   # a limited training interval needs one replica
-            workflow="grammar",
-            hparams_overrides=dict(GRAMMAR_TINY, memory_training_interval=[0, -1]),
+        [config] = definitions.resolve(
+            workflow="grammar", hparams_overrides=GRAMMAR_TINY,
             experiment_overrides={"batches": 3, "distribution": distribution,
                                   "summary_dir": str(tmp_path / distribution)},
             workflow_option_overrides={"chunk_length": 6, "image_interval": 3,

@@ -132,15 +132,6 @@ class GrammarWorkflow(Workflow):
                 raise ValueError(f"hparams_override.{key} is {hparams[key]} but the dataset "
                                  f"(grammar, render={options['render']}) gives {value}; "
                                  f"leave it unset")
-        distribution = config.experiment.get("distribution", "default")
-        if distribution != "default":   # fail before the run starts, not at the first step
-            from pagi_rsm.components.sequence_memory_stack import (
-                interval_under_strategy_message)
-            for key in ("memory_training_interval", "predictor_training_interval"):
-                interval = hparams.get(key, [0, -1])
-                if list(interval) != [0, -1]:
-                    raise ValueError(f"with distribution {distribution}, hparams_override."
-                                     + interval_under_strategy_message(key, interval))
 
     def _streams(self, streams, seed, start_chunk):
         """(dataset, meta) of `streams` grammar streams from `seed`, from chunk `start_chunk`."""
