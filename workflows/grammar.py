@@ -106,7 +106,6 @@ class GrammarWorkflow(Workflow):
         })
         return options
 
-
     @classmethod
     def complete_config(cls, config):
         """Derives `input_dim` and `num_classes` from the grammar and the rendering."""

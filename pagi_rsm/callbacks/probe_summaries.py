@@ -1,4 +1,4 @@
-"""`ProbeSummaries`: a linear probe of a model's code on held-out streams, as TensorBoard scalars."""
+"""`ProbeSummaries`: a linear probe of a model's code on held-out streams, in TensorBoard."""
 import keras
 import numpy as np
 import tensorflow as tf
