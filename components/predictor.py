@@ -64,7 +64,8 @@ class Predictor(keras.layers.Layer):
 
     def __init__(self, num_classes, hidden_sizes=(200,), nonlinearities=("leaky_relu",),
                  keep_rate=1.0, init_sd=0.03, norm="sum", norm_eps=1e-11, input_decay=0.0,
-                 input_norm_first=True, input_reset=False, layer_mass=1.0, uniform_mass=0.0, seed=None, **kwargs):
+                 input_norm_first=True, input_reset=False, layer_mass=1.0, uniform_mass=0.0,
+                 seed=None, **kwargs):
         super().__init__(**kwargs)
         hidden_sizes = list(hidden_sizes)
         nonlinearities = list(nonlinearities)

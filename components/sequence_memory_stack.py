@@ -142,13 +142,14 @@ class SequenceMemoryStack(keras.Model):
         if hp["update_schedule"] not in SCHEDULES:
             raise ValueError(f"hparam 'update_schedule' must be one of {SCHEDULES}, got "
                              f"{hp['update_schedule']!r}")
-        for key, allowed in (("learning_rate", "a number > 0"),
-                             ("predictor_learning_rate", "a number > 0 or null (= learning_rate)")):
+        for key, nullable in (("learning_rate", False), ("predictor_learning_rate", True)):
             value = hp[key]
-            if not (value is None and key == "predictor_learning_rate") and (
-                    isinstance(value, bool) or not isinstance(value, (int, float))
-                    or not value > 0):
-                raise ValueError(f"hparam {key!r} must be {allowed}, got {value!r}")
+            if nullable and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"hparam {key!r} must be a number > 0"
+                                 + (" or null (= learning_rate)" if nullable else "")
+                                 + f", got {value!r}")
         if not isinstance(hp["batch_size"], int) or hp["batch_size"] < 1:
             raise ValueError(f"hparam 'batch_size' must be an integer >= 1, got "
                              f"{hp['batch_size']!r}")
@@ -457,14 +458,14 @@ class SequenceMemoryStack(keras.Model):
         rate, count = self.test_state_window.result()
         losses = [t.result() for t in self.memory_loss_trackers]
         memory_loss = ops.sum(ops.stack(losses))
+        predictor_loss = self.predictor_loss_tracker.result()
         # The epoch mean of the total loss, as the sum of the two means: one scalar add, so the
         # logged value is bit-reproducible (a tracker of per-batch totals differed in the last
         # bit between identical runs although every weight was identical).
-        logs = {"loss": memory_loss + self.predictor_loss_tracker.result(),
-                "memory_loss": memory_loss}
+        logs = {"loss": memory_loss + predictor_loss, "memory_loss": memory_loss}
         for l, value in enumerate(losses):
             logs[f"memory_loss_{l}"] = value
-        logs["predictor_loss"] = self.predictor_loss_tracker.result()
+        logs["predictor_loss"] = predictor_loss
         logs["accuracy"] = self.accuracy_tracker.result()
         logs["perplexity"] = ops.exp(self.cross_entropy_tracker.result())
         logs["test_state_accuracy"] = rate
@@ -491,8 +492,7 @@ class SequenceMemoryStack(keras.Model):
 
     def zero_states(self, batch):
         """The state of `batch` fresh streams (all zeros), in the layout `unroll` takes."""
-        return [[ops.zeros((batch, size)) for size in state.sizes]
-                for state in self.stream_states]
+        return [state.zeros(batch) for state in self.stream_states]
 
     def unroll(self, data, states=None, training=False):
         """Runs a chunk from `states` without learning and without touching the stream state.

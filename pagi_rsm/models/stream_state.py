@@ -60,6 +60,12 @@ class StreamState(keras.layers.Layer):
                 value = tf.pad(value, [[start, self.streams - start - batch], [0, 0]])
             var.assign(value)
 
+    def zeros(self, batch):
+        """The state of `batch` fresh streams (zeros, as `read` lays them out), e.g. held-out
+        streams run beside the stored ones."""
+        return [ops.zeros((batch, size), dtype=v.dtype) for size, v in zip(self.sizes,
+                                                                           self.values)]
+
     def reset(self):
         """Zeroes every stream (cross-replica / eager use)."""
         for var in self.values:
