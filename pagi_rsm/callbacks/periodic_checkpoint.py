@@ -2,6 +2,8 @@
 from absl import logging
 import keras
 
+from pagi_rsm.checks import check_int
+
 
 class PeriodicCheckpoint(keras.callbacks.Callback):
     """Saves `manager` every `interval` batches of the run (as counted by `clock`).
@@ -26,8 +28,7 @@ class PeriodicCheckpoint(keras.callbacks.Callback):
 
     def __init__(self, manager, clock, interval, guard=None, before_save=None):
         super().__init__()
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 0:
-            raise ValueError(f"interval must be an integer >= 0, got {interval!r}")
+        check_int("interval", interval, 0)
         self.manager = manager
         self.clock = clock
         self.interval = interval

@@ -3,6 +3,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pagi_rsm.checks import check_int
 from pagi_rsm.metrics.linear_probe import LinearProbe
 
 
@@ -47,8 +48,7 @@ class ProbeSummaries(keras.callbacks.Callback):
         super().__init__()
         for name, value in (("interval", interval), ("train_chunks", train_chunks),
                             ("test_chunks", test_chunks)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            check_int(name, value, 1)
         self.writer = writer
         self.clock = clock
         self.interval = interval

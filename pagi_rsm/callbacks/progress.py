@@ -4,6 +4,8 @@ import time
 
 import keras
 
+from pagi_rsm.checks import check_int
+
 
 def format_duration(seconds):
     """`seconds` as "1h02m", "3m05s" or "42s"."""
@@ -38,8 +40,7 @@ class HeadlineProgress(keras.callbacks.Callback):
     def __init__(self, clock, total, metric, extra=("loss",), stream=None, refresh=0.25,
                  log_every=15.0):
         super().__init__()
-        if isinstance(total, bool) or not isinstance(total, int) or total < 0:
-            raise ValueError(f"total must be an integer >= 0, got {total!r}")
+        check_int("total", total, 0)
         if not isinstance(metric, str) or not metric:
             raise ValueError(f"metric must be a non-empty string, got {metric!r}")
         for name, value in (("refresh", refresh), ("log_every", log_every)):

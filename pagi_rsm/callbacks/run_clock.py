@@ -1,6 +1,8 @@
 """A global batch counter for workflows that train through several `model.fit` calls."""
 import keras
 
+from pagi_rsm.checks import check_int
+
 
 class RunClock(keras.callbacks.Callback):
     """Counts training batches across `fit` calls and resumes, and stops at a batch limit.
@@ -26,8 +28,7 @@ class RunClock(keras.callbacks.Callback):
 
     def __init__(self, start=0, limit=None):
         super().__init__()
-        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-            raise ValueError(f"start must be an integer >= 0, got {start!r}")
+        check_int("start", start, 0)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                                   or limit < 0):
             raise ValueError(f"limit must be None or an integer >= 0, got {limit!r}")

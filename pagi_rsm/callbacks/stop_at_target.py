@@ -3,6 +3,8 @@ import math
 
 import keras
 
+from pagi_rsm.checks import check_int
+
 MODES = ("max", "min")
 
 
@@ -45,8 +47,7 @@ class StopAtTarget(keras.callbacks.Callback):
             raise ValueError(f"target must be a finite number, got {target!r}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if isinstance(window, bool) or not isinstance(window, int) or window < 0:
-            raise ValueError(f"window must be an integer >= 0, got {window!r}")
+        check_int("window", window, 0)
         self.metric = metric
         self.target = float(target)
         self.mode = mode

@@ -4,6 +4,8 @@ import numbers
 import keras
 import tensorflow as tf
 
+from pagi_rsm.checks import check_int
+
 
 def write_weight_histograms(model, step, prefix="weights"):
     """Writes one histogram per model variable (trainable or not) at `step`.
@@ -48,8 +50,7 @@ class BatchSummaries(keras.callbacks.Callback):
         super().__init__()
         for name, value, low in (("scalar_interval", scalar_interval, 1),
                                  ("image_interval", image_interval, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+            check_int(name, value, low)
         self.writer = writer
         self.clock = clock
         self.scalar_interval = scalar_interval

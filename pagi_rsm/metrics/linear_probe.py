@@ -23,6 +23,8 @@ Example:
 """
 import numpy as np
 
+from pagi_rsm.checks import check_int
+
 __all__ = ["LinearProbe"]
 
 
@@ -40,9 +42,7 @@ class LinearProbe:
     """
 
     def __init__(self, num_classes, l2=1.0):
-        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
-                or num_classes < 2:
-            raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+        check_int("num_classes", num_classes, 2)
         if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not l2 >= 0:
             raise ValueError(f"l2 must be a number >= 0, got {l2!r}")
         self.num_classes = int(num_classes)
