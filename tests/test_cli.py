@@ -165,7 +165,7 @@ def test_show_grammar_with_no_definition(capsys):
     assert pagi("show", "--workflow=grammar") == 0
     shown = yaml.safe_load(capsys.readouterr().out)
     hp = shown["experiment-options"]["hparams_override"]
-    assert (hp["groups"], hp["cells_per_group"], hp["sparsity"], hp["batch_size"]) == (
+    assert (hp["groups"], hp["cells_per_group"], hp["active_groups"], hp["batch_size"]) == (
         [200], [6], [25], 400)
 
 

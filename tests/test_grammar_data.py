@@ -345,7 +345,7 @@ def test_definition_paper_and_original_values():
     paper = _definition("embedded_reber.yaml")["experiment-options"]
     assert paper["workflow"] == "grammar"
     assert paper["hparams_override"] == {
-        "batch_size": 400, "groups": 200, "cells_per_group": 6, "sparsity": 25,
+        "batch_size": 400, "groups": 200, "cells_per_group": 6, "active_groups": 25,
         "inhibition_decay": 0.98, "recurrent_decay": 0.0, "predictor_hidden_size": [500],
         "learning_rate": 0.0005, "memory_training_interval": [0, 2000],
         "predictor_nonlinearity": ["leaky_relu", "none"], "predictor_norm": None,
@@ -356,8 +356,8 @@ def test_definition_paper_and_original_values():
     opts = original["experiment-options"]
     assert (opts["batches"], opts["seed"]) == (40000, 1234)
     h = opts["hparams_override"]
-    assert (h["cells_per_group"], h["groups"], h["sparsity"], h["batch_size"]) == (8, 200, 25, 400)
-    assert h["freq_update_interval"] == 40 and h["predictor_nonlinearity"] == ["none", "none"]
+    assert (h["cells_per_group"], h["groups"], h["active_groups"], h["batch_size"]) == (8, 200, 25, 400)
+    assert h["duty_cycle_interval"] == 40 and h["predictor_nonlinearity"] == ["none", "none"]
     # the original's predictor, not the grammar workflow's defaults
     assert (h["predictor_norm"], h["predictor_input_decay"], h["predictor_learning_rate"]) == (
         "sum", 0.0, None)

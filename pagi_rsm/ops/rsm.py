@@ -110,6 +110,6 @@ def group_cell_mask(rho, k):
     return best_cell * group_mask[..., None]
 
 
-def boost_from_frequency(frequency, target, boost_factor):
-    """Boost per cell exp((target − frequency)·boost_factor) (rsm.md §4.3)."""
-    return tf.exp((target - frequency) * boost_factor)
+def boost_from_duty_cycle(duty_cycle, target, boost_strength):
+    """Boost per cell exp((target − duty_cycle)·boost_strength) (docs/rsm.md#boosting)."""
+    return tf.exp((target - duty_cycle) * boost_strength)
