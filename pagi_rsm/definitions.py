@@ -68,7 +68,7 @@ _DIRECTORY = "a directory path (a string)"
 # `pagi run` / `pagi show` flags (pagi_rsm.cli builds them from these declarations).
 EXPERIMENT_OPTIONS = Options(
     Option("workflow", None, "registered workflow name (see `pagi list`) or dotted path to a "
-           "class", kind="str", non_empty=True, describe=_NAME, nullable=False),
+           "class", kind="str", non_empty=True, describe=_NAME, nullable=False, flag=True),
     Option("component", None, "registered component name or dotted path; default: the "
            "workflow's", kind="str", non_empty=True, describe=_NAME, nullable=False),
     Option("dataset", None, "registered dataset name or dotted path; default: the workflow's",
@@ -158,8 +158,72 @@ def parse_text(text, source, fmt="yaml"):
         raise DefinitionError(f"{source}: not valid JSON: {e}") from None
 
 
+SHIPPED_PACKAGE = "pagi_rsm.definition_files"
+_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _shipped_root():
+    import importlib.resources
+    try:
+        return importlib.resources.files(SHIPPED_PACKAGE)
+    except ModuleNotFoundError:
+        return None
+
+
+def shipped():
+    """``[(name, description)]`` of the definitions that ship with the package, sorted.
+
+    A name such as ``grammar/embedded_reber`` is what ``--definition`` accepts.
+    """
+    root = _shipped_root()
+    out = []
+    if root is None:
+        return out
+    for folder in sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: d.name):
+        if folder.name.startswith(("_", ".")):
+            continue
+        for file in sorted(folder.iterdir(), key=lambda f: f.name):
+            stem, suffix = os.path.splitext(file.name)
+            if suffix not in _SUFFIXES:
+                continue
+            try:
+                raw = parse_text(file.read_text(encoding="utf-8"), file.name,
+                                 "json" if suffix == ".json" else "yaml")
+                description = raw.get("description") if isinstance(raw, dict) else None
+            except DefinitionError:
+                description = None
+            out.append((f"{folder.name}/{stem}", description or ""))
+    return out
+
+
+def locate(name):
+    """The file a ``--definition`` value names: a path on disk, else a shipped definition.
+
+    A shipped definition is named by its folder and file name, with or without the suffix
+    (``grammar/embedded_reber``). Returns a path string.
+
+    Raises:
+      DefinitionError: neither exists; the message lists the shipped names.
+    """
+    name = os.fspath(name)
+    if os.path.exists(name):
+        return name
+    root = _shipped_root()
+    if root is not None and not os.path.isabs(name):
+        candidates = [name] + [name + s for s in _SUFFIXES if not name.endswith(s)]
+        for candidate in candidates:
+            file = root.joinpath(*candidate.replace("\\", "/").split("/"))
+            if file.is_file():
+                return str(file)
+    names = ", ".join(n for n, _ in shipped()) or "(none)"
+    raise DefinitionError(f"definition file not found: {name} (nor a shipped definition; "
+                          f"shipped: {names})")
+
+
 def load(path):
-    """Reads and structurally checks the definition file at `path` (YAML, or JSON for *.json).
+    """Reads and structurally checks a definition (YAML, or JSON for *.json).
+
+    `path` is a file path or the name of a shipped definition (see `locate`).
 
     Checks the top-level keys, that each section is a mapping, the keys and types of
     `experiment-options` and the shape of `parameter-sweeps`. Keys of `hparams_override` and
@@ -171,9 +235,7 @@ def load(path):
     Raises:
       DefinitionError: missing or unreadable file, invalid syntax, unknown key or wrong type.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise DefinitionError(f"definition file not found: {path}")
+    path = locate(path)
     if os.path.isdir(path):
         raise DefinitionError(f"definition must be a file, got the directory {path}")
     try:

@@ -28,7 +28,6 @@ import threading
 from collections.abc import Mapping
 
 import numpy as np
-import tensorflow as tf
 
 from pagi_rsm.datasets.indexed_stream import indexed_stream
 
@@ -651,6 +650,7 @@ def make_grammar_dataset(grammar=None, batch_size=400, chunk_length=12, render="
     shape = (batch_size, chunk_length)
     source = _ChunkSource(grammar, batch_size, chunk_length, seed,
                           None if render != "random" else (offsets, counts))
+    import tensorflow as tf  # here, so that checking a definition needs no TensorFlow
     outputs = [tf.int32, tf.bool] + ([tf.int32] if render == "random" else [])
     dataset = indexed_stream(source, [tf.TensorSpec(shape, dtype) for dtype in outputs],
                              start=start_chunk)
