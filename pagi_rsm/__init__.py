@@ -20,7 +20,7 @@ _RUN = {"load_run": "pagi_rsm.run"}
 # The names `pagi_rsm.layers` exports (tests/test_package.py keeps this list equal to its
 # __all__), so that looking one up never imports Keras for a name that is not a layer.
 _LAYER_NAMES = ("SparseDense", "SparseConv2D", "KWinners", "KWinners2D", "RSMCell",
-                "FastWeightsCell", "FastWeightsRNNLN", "LayerNormGRUCell")
+                "FastWeightsCell", "LayerNormGRUCell", "FastWeightsRNNLN")
 
 
 def _started_as_pagi_command():
@@ -49,3 +49,4 @@ def __dir__():
 if not _started_as_pagi_command():
     from pagi_rsm import callbacks, layers, metrics  # noqa: E402,F401  (registers the layers)
     from pagi_rsm.layers import *  # noqa: E402,F401,F403
+    # (FastWeightsRNNLN, deprecated, is not in layers.__all__: __getattr__ serves it.)

@@ -1,9 +1,11 @@
 """Old argument and class names, kept working for one release with a DeprecationWarning.
 
-Release 0.2 renamed arguments that a reader could misread (docs/options.md lists them):
-`RSMCell(sparsity=)` is `active_groups`, `RSMCell(boost_factor=)` is `boost_strength`,
-`SparseDense/SparseConv2D(sparsity=)` is `weight_sparsity`, `FastWeightsRNNLN` is
-`FastWeightsCell`. Definitions accept the old names through the options' aliases instead.
+Release 0.2 renamed what a reader could misread (docs/options.md lists the option names):
+`RSMCell(sparsity=)` is `active_groups` (`sparsity` now means one thing in the package: the
+fraction of zero weights of `SparseDense`/`SparseConv2D`, as in nupic.torch),
+`RSMCell(boost_factor=)` is `boost_strength` (as in `KWinners`), `FastWeightsRNNLN` is
+`FastWeightsCell` (a cell, not an RNN layer). Definitions accept the old names through the
+options' aliases instead.
 """
 import warnings
 
@@ -31,3 +33,9 @@ def deprecated_alias(kwargs, old, new, value, default=None):
         raise TypeError(f"got both {new}={value!r} and its deprecated name {old}="
                         f"{old_value!r}; pass only {new}")
     return old_value
+
+
+def deprecated_name(old, new, obj):
+    """Returns `obj` (the object now called `new`), warning that `old` is deprecated."""
+    warnings.warn(f"{old} is deprecated; use {new}", DeprecationWarning, stacklevel=3)
+    return obj

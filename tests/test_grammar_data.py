@@ -315,12 +315,12 @@ def test_glyph_render_needs_at_most_ten_symbols():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(batch_size=0), r"batch_size must be >= 1, got 0"),
-    (dict(chunk_length=0), r"chunk_length must be >= 1"),
+    (dict(batch_size=0), r"batch_size must be an integer >= 1, got 0"),
+    (dict(chunk_length=0), r"chunk_length must be an integer >= 1"),
     (dict(chunk_length=2.5), r"chunk_length must be an integer"),
     (dict(render="gif"), r"render must be one of \('onehot', 'same', 'random'\)"),
-    (dict(seed=-1), r"seed must be in \[0, "),
-    (dict(start_chunk=-3), r"start_chunk must be >= 0"),
+    (dict(seed=-1), r"seed must be an integer in \[0, "),
+    (dict(start_chunk=-3), r"start_chunk must be an integer >= 0"),
     (dict(batch_size=True), r"batch_size must be an integer"),
 ])
 def test_bad_arguments(kwargs, message):

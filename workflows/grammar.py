@@ -114,6 +114,14 @@ class GrammarWorkflow(Workflow):
                                  f"(grammar, render={options['render']}) gives {value}; "
                                  f"leave it unset")
 
+    @classmethod
+    def load_data_files(cls, config):
+        """render "random" reads the MNIST training images: check them before a run starts."""
+        options = config.workflow_options
+        if options["render"] == "random":
+            from pagi_rsm.datasets import mnist
+            mnist.load_mnist(options["mnist_dir"] or None, split="train")
+
     def _streams(self, streams, seed, start_chunk):
         """(dataset, meta) of `streams` grammar streams from `seed`, from chunk `start_chunk`."""
         return self.config.dataset_fn(

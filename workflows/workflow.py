@@ -6,6 +6,7 @@ evaluates, and reports. `Workflow.run` is that recipe, step for step:
 
 ```python
 def run(self):
+    self.check_data(self.config)                   # missing/corrupt data: DataError, no run dir
     self.setup()                                   # seed, strategy, directories, summary writer
     start = self.resume_point()                    # batch of the latest checkpoint, else 0
     dataset = self.build_dataset(start_batch=start)
@@ -77,6 +78,13 @@ class ResumeError(definitions.DefinitionError):
     """A checkpoint directory that this run cannot resume from (nothing was started)."""
 
 
+class DataError(definitions.DefinitionError):
+    """A data file that is missing or corrupt, found before anything started (exit status 2).
+
+    The message is one line naming the file and how to provide it.
+    """
+
+
 def _finite_or_none(value):
     try:
         value = float(value)
@@ -144,6 +152,27 @@ class Workflow:
         of combinations here.
         """
 
+    @classmethod
+    def check_data(cls, config):
+        """Checks that the data a run needs is present and readable, before anything starts.
+
+        Subclasses whose data comes from files override `load_data_files(config)` (open and
+        parse them; raise `FileNotFoundError`/`OSError`/`ValueError` naming the file). Any such
+        error becomes a one-line `DataError`, so `pagi run` prints one line, exits with status
+        2 and leaves no run directory, whatever the dataset.
+        """
+        try:
+            cls.load_data_files(config)
+        except (OSError, ValueError) as e:
+            if isinstance(e, definitions.DefinitionError):
+                raise
+            message = " ".join(str(e).split())
+            raise DataError(f"{config.source}: data: {message}") from None
+
+    @classmethod
+    def load_data_files(cls, config):
+        """Opens the data files `config` needs (default: none; generated data needs none)."""
+
     # --- construction ----------------------------------------------------------------------------
 
     def __init__(self, config, summary_dir=None, checkpoint_dir=None):
@@ -180,7 +209,11 @@ class Workflow:
 
         Returns:
           The results dict also written to ``<summary_dir>/results.json``.
+
+        Raises:
+          DataError: `check_data` found a missing or corrupt data file; no directory was made.
         """
+        self.check_data(self.config)
         self.setup()
         start = self.resume_point()
         dataset = self.build_dataset(start_batch=start)
@@ -625,6 +658,8 @@ def run_all(configs, summary_dir=None, checkpoint_dir=None):
         config = configs[0]
         return [config.workflow_class(config, summary_dir=summary_dir,
                                       checkpoint_dir=checkpoint_dir).run()]
+    for config in configs:  # every trial's data, before the sweep directory exists
+        config.workflow_class.check_data(config)
     first = configs[0]
     parent, parent_ckpt = plan_directories(first, summary_dir=summary_dir,
                                            checkpoint_dir=checkpoint_dir)

@@ -32,6 +32,7 @@ Example:
 """
 import numpy as np
 
+from pagi_rsm import checks
 from pagi_rsm.datasets.indexed_stream import indexed_stream
 
 __all__ = ["SYMBOLS", "NUM_SYMBOLS", "NUM_CLASSES", "QUERY_SYMBOL", "DEFAULT_PAIRS",
@@ -57,15 +58,12 @@ _INDEX = {c: i for i, c in enumerate(SYMBOLS)}
 
 
 def _check_pairs(pairs):
-    if isinstance(pairs, bool) or not isinstance(pairs, (int, np.integer)) \
-            or not 1 <= pairs <= MAX_PAIRS:
-        raise ValueError(f"pairs must be an integer in [1, {MAX_PAIRS}] (keys are distinct "
-                         f"letters), got {pairs!r}")
+    """K must be in [1, 26]: the keys are distinct letters."""
+    checks.check_int("pairs", pairs, 1, MAX_PAIRS)
 
 
 def _check_size(name, size):
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {size!r}")
+    checks.check_int(name, size, low=1)
 
 
 def sequence_length(pairs=DEFAULT_PAIRS):
