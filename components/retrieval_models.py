@@ -98,7 +98,7 @@ class RetrievalModel(keras.Model):
       unroll: unroll the recurrent loop over time (`keras.layers.RNN(unroll=True)`): faster
         for short sequences on CPU, in particular under XLA (needs a static time axis).
       input_units: if > 0, a ReLU layer of this size encodes each input symbol before the
-        recurrent layer (Ba et al. add such input processing; reference/peers.md §2.2). 0: the
+        recurrent layer (Ba et al. add such input processing; docs/fast_weights.md). 0: the
         one-hot symbols go straight in (default).
       readout_units: if > 0, a ReLU layer of this size between the last hidden state and the
         softmax (the paper's extra layer). 0: none (default).

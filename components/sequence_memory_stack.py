@@ -1,6 +1,7 @@
 """`SequenceMemoryStack`: L RSM layers + predictor, trained by local learning inside `model.fit`.
 
-reference/rsm.md §1, §3, §4, §6 and §13.2–13.4.
+The algorithm: docs/rsm.md (#stack, #local-losses, #predictor, #frequency-and-boosting,
+#resets, #update-schedules).
 """
 import contextlib
 
@@ -61,8 +62,7 @@ class SequenceMemoryStack(keras.Model):
       - "chunk": one update per chunk of T steps on the mean of the T per-step losses (weights
         constant within the chunk, an approximation of the original).
     The T steps of a chunk are unrolled in the one compiled graph of the training step.
-    "step" is the default: on the embedded Reber grammar (paper values, T = 12) it reached 95%
-    test-state accuracy after 50 chunks where "chunk" was still at chance after 90.
+    "step" is the default (docs/rsm.md#update-schedules has the measurement behind it).
 
     Stream state (previous input, output, inhibition, traces of every layer, and the
     predictor's input trace when `predictor_input_decay` > 0; the original never clears that

@@ -12,7 +12,8 @@ from pagi_rsm.datasets import mnist
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
-# The inner Reber automaton written from reference/rsm.md §9.1, independently of the module:
+# The inner Reber automaton written from docs/rsm.md#embedded-reber-grammar, independently of
+# the module:
 # node -> {symbol: next node}, None = the inner string's end.
 REBER = {1: {"T": 2, "P": 3}, 2: {"S": 2, "X": 4}, 3: {"T": 3, "V": 5},
          4: {"X": 3, "S": 6}, 5: {"P": 4, "V": 6}, 6: {"E": None}}

@@ -10,7 +10,8 @@ from pagi_rsm.datasets import mnist
 
 CLASSES = "BEPSTVX"   # the sorted symbols: class id = index
 
-# The Reber automaton as (node, symbol) -> next node, written from reference/rsm.md §9.1;
+# The Reber automaton as (node, symbol) -> next node, written from
+# docs/rsm.md#embedded-reber-grammar;
 # node 7 is the end of the inner string.
 EDGES = {(1, "T"): 2, (1, "P"): 3, (2, "S"): 2, (2, "X"): 4, (3, "T"): 3, (3, "V"): 5,
          (4, "X"): 3, (4, "S"): 6, (5, "P"): 4, (5, "V"): 6, (6, "E"): 7}

@@ -1,6 +1,6 @@
-"""RSMCell against an independent numpy re-implementation of reference/rsm.md §2 (one step).
+"""RSMCell against an independent numpy re-implementation of docs/rsm.md (one step).
 
-The reference below shares no code with the cell: it is written from the spec (§2.2–§2.8).
+The reference below shares no code with the cell: it is written from docs/rsm.md.
 """
 import keras
 import numpy as np
@@ -27,7 +27,7 @@ def ref_condition(u, trace, eps, floor, norm_first, norm_eps=1e-11):
 
 
 def ref_step(x_t, state, w, hp, reset, feedback=None):
-    """One RSM step as specified in rsm.md §2.9 (h = w = 1), float64."""
+    """One RSM step as docs/rsm.md#overview states it, float64."""
     keep = (1.0 - reset)[:, None]
     state = {name: value * keep for name, value in state.items()}
     if feedback is not None:
@@ -163,7 +163,7 @@ def test_rnn_wrapper_equals_step_loop():
         states = step.states
 
 
-# ----------------------------------------------------------------------------- sanity (§13.5)
+# ---------------------------------------------------------------- sanity (docs/rsm.md#tests)
 def run_steps(cell, xs):
     states = [tf.zeros((xs.shape[1], s)) for s in cell.state_size]
     masks = []

@@ -203,7 +203,7 @@ def test_predictor_log_distribution_is_finite_and_exact(layer_mass, uniform_mass
 
 @pytest.mark.parametrize("norm_first", [True, False])
 def test_predictor_input_trace_follows_the_original(norm_first):
-    """τ_t = max(δ·τ_{t−1}, N(y_t)) (norm first) or N(max(δ·τ_{t−1}, y_t)), rsm.md §3.2;
+    """τ_t = max(δ·τ_{t−1}, N(y_t)) (norm first) or N(max(δ·τ_{t−1}, y_t)), docs/rsm.md#predictor;
     the reference is written out here in numpy."""
     from pagi_rsm.components.predictor import Predictor
     delta = 0.5

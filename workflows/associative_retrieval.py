@@ -13,9 +13,9 @@ Two ways to run it, sharing the data, the models, the validation monitor and the
   ``units`` (definitions/fast_weights/table1.yaml) writes the paper's Table 1 layout as
   ``table.md`` and ``table.csv`` in the sweep directory.
 * `train_retrieval` / `run_table`, a plain function for scripts and benchmarks. It runs several
-  training steps per compiled call (`steps_per_execution`), about twice as fast on a CPU as the
-  workflow's one step per call (the workflow's batch clock counts one batch per call, so it
-  runs one step per call):
+  training steps per compiled call (`steps_per_execution`), faster on a CPU than the workflow's
+  one step per call (the workflow's batch clock counts one batch per call; see
+  docs/fast_weights.md#training):
 
       python -m pagi_rsm.workflows.associative_retrieval --models fast_weights,lstm,rnn_ln \\
           --units 20,50 --steps 30000 --out runs/retrieval_table
@@ -40,8 +40,9 @@ __all__ = ["AssociativeRetrievalWorkflow", "train_retrieval", "run_table", "erro
            "format_table", "write_table", "merge_tables", "PAPER_TABLE"]
 
 PAPER_TABLE = {
-    # Ba et al. 2016, Table 1, test error (%) with K = 4 pairs, as recalled in
-    # reference/peers.md §2.3 ("verify against the PDF"); the paper has no RNN-LN / GRU-LN row.
+    # Ba et al. 2016, Table 1, test error (%) with K = 4 pairs, collected from secondary sources
+    # and not checked against the PDF (docs/fast_weights.md#paper-table-1); the paper has no
+    # RNN-LN / GRU-LN row.
     "control": {20: 62.11, 50: 60.23, 100: 0.34},   # IRNN
     "lstm": {20: 60.81, 50: 1.85, 100: 0.0},
     "fast_weights": {20: 1.81, 50: 0.0, 100: 0.0},

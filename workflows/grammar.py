@@ -1,6 +1,6 @@
 """The grammar workflow: RSM learns to predict the next symbol of embedded Reber strings.
 
-This is the paper's first experiment and the README's main job (reference/rsm.md §9.1, §12.2):
+This is the paper's first experiment and the README's main job (docs/rsm.md#embedded-reber-grammar):
 B = 400 parallel streams of embedded Reber strings, each symbol shown as the MNIST glyph of its
 class; one RSM layer (g = 200 groups × c = 6 cells, k = 25, γ = 0.98) and a 500-unit predictor.
 The headline is the test-state accuracy: the accuracy of predicting the second-to-last symbol
@@ -23,7 +23,7 @@ results = config.workflow_class(config).run()
 from pagi_rsm.options import Option
 from pagi_rsm.workflows.workflow import Workflow
 
-# Paper values (reference/rsm.md §12.1 README row, §12.2 definition) in SequenceMemoryStack's
+# Paper values (docs/rsm.md#embedded-reber-grammar) in SequenceMemoryStack's
 # hparam names. input_dim and num_classes are derived from the grammar and the rendering.
 PAPER_HPARAMS = {
     "num_layers": 1,
@@ -35,20 +35,15 @@ PAPER_HPARAMS = {
     "recurrent_decay": [0.0],
     "predictor_hidden_size": [500],
     "learning_rate": 5e-4,
-    # Two documented deviations from the original's grammar definition, both built from the
-    # original's own hparams (measured at these values; docs/running.md has the figures):
+    # Two deviations from the original's grammar definition, both built from the original's
+    # own hparams (docs/running.md#the-grammar-jobs-settings-and-what-they-rest-on has the
+    # measurements that chose them):
     # 1. The memory learns for the first 2000 time steps, then is frozen while the predictor
-    #    keeps learning (memory_training_interval; the original's grammar definition trains the
-    #    memory throughout, its PTB definitions freeze it). Learning throughout, the code stays
-    #    linearly separable at the test states but keeps drifting, and the online predictor's
-    #    test-state accuracy swings between 0.43 and 0.98.
-    # 2. The predictor: the original's grammar definition has a linear MLP (nonlinearity none)
-    #    on the sum-normalised code at lr 5e-4. On frozen codes that learns too slowly: at
-    #    seeds 1 and 2 it was still at 97.5-98% after 2400 more steps, although a linear probe
-    #    fitted offline to the same codes reached 98.8-99.2%. A leaky-ReLU hidden layer (the
-    #    original's default nonlinearity, here not on the logits), no input normalisation, its
-    #    own lr 2e-3 and an input trace (the original's predictor_input_decay_rate, cleared at
-    #    the end of a string) give 99.6-99.7% on the same frozen codes.
+    #    keeps learning (the original's grammar definition trains the memory throughout, its
+    #    PTB definitions freeze it).
+    # 2. The predictor: a leaky-ReLU hidden layer and linear logits, no input normalisation,
+    #    its own lr 2e-3 and an input trace cleared at the end of a string (the original's:
+    #    a linear MLP on the sum-normalised code at lr 5e-4).
     "memory_training_interval": [0, 2000],
     "predictor_nonlinearity": ["leaky_relu", "none"],
     "predictor_norm": None,

@@ -11,7 +11,8 @@ stored with that key. The paper's example with K = 4: ``c9k8j3f1??c`` -> ``9``.
   among the 37 (some peers use a 37-way softmax; the 27 extra classes can never be right).
 
 Splits: `load_splits` draws train / validation / test (100,000 / 10,000 / 20,000 by default, the
-paper's protocol as restated by peers, reference/peers.md §2.2) from independent random streams
+paper's protocol as restated by public ports, docs/fast_weights.md#associative-retrieval) from
+independent random streams
 derived from one seed (``numpy.random.SeedSequence(seed).spawn(3)``), so each split is a pure
 function of (seed, K, size) and of its own position: changing the size of one split does not
 change the others. The splits are NOT de-duplicated against each other. With K = 4 there are

@@ -1,6 +1,7 @@
 """Grammar streams: strings of a stochastic state machine as continuing, chunked batches.
 
-The default grammar is the embedded Reber grammar of the RSM paper (reference/rsm.md §9.1):
+The default grammar is the embedded Reber grammar of the RSM paper
+(docs/rsm.md#embedded-reber-grammar):
 
     B (T|P) B <Reber string> E (the same T|P) E
 

@@ -2,8 +2,8 @@
 
 "Using Fast Weights to Attend to the Recent Past" (Ba, Hinton, Mnih, Leibo, Ionescu, NIPS 2016).
 The recurrence, the choices made where peer ports differ, and the two implementations are in the
-docstring of `FastWeightsCell`; the stateless maths is in `pagi_rsm.ops.fast_weights` and
-`pagi_rsm.ops.layer_norm`.
+docstring of `FastWeightsCell` and explained in docs/fast_weights.md; the stateless maths is in
+`pagi_rsm.ops.fast_weights` and `pagi_rsm.ops.layer_norm`.
 """
 
 import keras
@@ -52,13 +52,9 @@ class FastWeightsCell(keras.layers.Layer):
            h_{s+1}(t+1) = f(LN(z + A(t) h_s(t+1)))        for s = 0 .. S-1
            h(t+1)       = h_S(t+1)
 
-       The paper layer-normalises the inner loop only; some summaries (reference/peers.md §2.1)
-       also normalise the preliminary vector, h_0 = f(LN(z)): ``preliminary_layer_norm=True``.
-       That reading does not train well: LN scales h_0 up to norm ~sqrt(H), so at
-       initialisation A(t) h_0 is hundreds of times larger than z (whose input part C x is
-       small), every new hidden state is swamped by the memory of the first one, and on
-       associative retrieval (K=4, R=50; measured here, seeds 0 and 2) only the first pair was
-       learned after 30k steps, against 0.7% validation error after 2k steps with f(z).
+       The paper layer-normalises the inner loop only; some summaries also normalise the
+       preliminary vector, h_0 = f(LN(z)): ``preliminary_layer_norm=True``. That reading trains
+       badly (docs/fast_weights.md#readings-that-differ explains why, with the measurement).
 
     With ``fast_learning_rate=0`` A stays 0, the inner loop gives f(LN(z)), and the cell is the
     paper's RNN-LN baseline; it then carries only h (no memory state) and computes f(LN(z))

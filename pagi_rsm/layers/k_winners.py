@@ -1,6 +1,6 @@
 """k-winners-take-all layers with boosting by duty cycle: `KWinners` and `KWinners2D`.
 
-Keras 3 form of nupic.torch `KWinners` / `KWinners2d` (see reference/peers.md §3.1-3.2). The maths
+Keras 3 form of nupic.torch `KWinners` / `KWinners2d` (explained in docs/sparse.md). The maths
 is in `pagi_rsm.ops.k_winners`; this module holds the state (duty cycles, samples seen, boost
 strength) and the training / inference switch.
 """

@@ -1,4 +1,4 @@
-"""`RSMCell`: one layer of Recurrent Sparse Memory for one time step (reference/rsm.md §2, §13.1)."""
+"""`RSMCell`: one layer of Recurrent Sparse Memory for one time step (explained in docs/rsm.md)."""
 import collections
 
 import keras
@@ -18,9 +18,9 @@ class RSMCell(keras.layers.Layer):
     """Recurrent Sparse Memory cell (Rawlinson, Ahmed & Kowadlo, arXiv 1905.11589).
 
     `groups` (g) groups of `cells_per_group` (c) cells, n = g·c cells in all. At step t the
-    cell sees only previous-step quantities (rsm.md §0): the feed-forward drive uses the
-    previous input x_{t−1} (held in the state), the recurrent drive the previous output
-    y_{t−1}; the current input x_t is only the target of the decoder:
+    cell sees only previous-step quantities (docs/rsm.md#time-convention): the feed-forward
+    drive uses the previous input x_{t−1} (held in the state), the recurrent drive the previous
+    output y_{t−1}; the current input x_t is only the target of the decoder:
 
         F   = cond(x_{t−1}) W_f (+ b_f)                  one weight vector per group, [B, g]
         R   = cond_r(y_{t−1}) W_r (+ b_r)                one weight vector per cell,  [B, n]
@@ -62,22 +62,22 @@ class RSMCell(keras.layers.Layer):
     | `use_input_bias`, `use_recurrent_bias`, `use_feedback_bias`, `use_decoder_bias` | `f_bias`, `r_bias`, `b_bias`, `d_bias` | |
     | `feedback_units` | feedback shape (`connectivity='bi'`) | n' |
 
-    Decisions on the quirks of rsm.md §14:
+    Decisions on the original's quirks (numbered as in docs/rsm.md#quirks):
     1. Resets: a per-sample `reset` zeroes every state (x_{t−1} included) *before* the step
        whose input starts a new sequence, i.e. the clean version; the original's grammar
        workflow leaked y of the final E into the next string.
     2. The decoder sees `max` over the cells of each group (faithful), so a winner with a
        negative value is invisible to the decoder when c > 1.
-    4. The recurrent sum-normalisation divides by the signed sum + ε, as in the original.
-    5. γ = 0 still gives a one-step refractory period (faithful: I_t = max(0, M_t)).
-    6. Dead features of the original (`boost_factor_decay` placeholder, lifetime active_groups,
+    3. The recurrent sum-normalisation divides by the signed sum + ε, as in the original.
+    4. γ = 0 still gives a one-step refractory period (faithful: I_t = max(0, M_t)).
+    5. The ranking shift uses the per-sample minimum over all cells (faithful).
+    6. The best cell of a group is the argmax (lower index on exact ties), which contains the
+       original "all equal → cell 0" rule; see `pagi_rsm.ops.rsm.group_cell_mask`.
+    8. Dead features of the original (`boost_factor_decay` placeholder, lifetime sparsity,
        `dends_per_cell`) are not reproduced; boost updates are done by the caller through
-       `update_duty_cycle` (§4), with no dead decay.
-    9. The ranking shift uses the per-sample minimum over all cells (faithful).
-    The best cell of a group is the argmax (lower index on exact ties), which contains the
-    original "all equal → cell 0" rule; see `pagi_rsm.ops.rsm.group_cell_mask`.
-    Biases default to zeros (the original's `'none'` initialiser drew Glorot-uniform biases);
-    pass `bias_initializer="glorot_uniform"` to match it.
+       `update_duty_cycle` (docs/rsm.md#boosting), with no dead decay.
+    11. Biases default to zeros (the original's `'none'` initialiser drew Glorot-uniform
+       biases); pass `bias_initializer="glorot_uniform"` to match it.
 
     Args:
       groups: g, groups (columns), ≥ 1.
@@ -88,7 +88,7 @@ class RSMCell(keras.layers.Layer):
       recurrent_decay_floor: ≥ 0.
       recurrent_norm: "sum" (default, the original: divide by the signed sum), "abs_sum"
         (divide by the sum of |y|: the same for non-negative inputs, bounded when negative tanh
-        winners make the signed sum cancel; quirk 4 of §14) or None.
+        winners make the signed sum cancel; docs/rsm.md#quirks item 3) or None.
       recurrent_norm_eps: > 0, default 1e-11.
       recurrent_keep_rate: dropout keep rate of the recurrent/feedback input, (0, 1].
       input_decay, input_decay_floor, input_norm, input_norm_eps, input_keep_rate: the same for
@@ -112,13 +112,12 @@ class RSMCell(keras.layers.Layer):
         k non-zeros per sample when ε = 0 (only the k winners of y_{t−1} are non-zero) and
         gathers just those k rows of W_r (k·B rows instead of a [B, n]×[n, n] matmul; the
         gradient reaches only those rows). Both give the same numbers (tested).
-        "auto" (default) picks the dense path: benchmarks/rsm_throughput.py measures the
-        gather form ~10× slower than the dense matmul on CPU at the paper's shapes (B=400,
-        n=1200, k=25), because oneDNN's matmul is far more efficient per FLOP than the
-        [B, k, n] gather and segment-sum of the gradient.
+        "auto" (default) picks the dense path, the faster one on a CPU
+        (docs/rsm.md#recurrent-path has the measurement).
       decoder_pooling: how the decoder reads a group: "max" over its cells (the original;
         a winner with a negative value is then invisible to the decoder and gets no decoder
-        gradient, quirk 2) or "sum" (the value of the one active cell, whatever its sign).
+        gradient, docs/rsm.md#quirks item 2) or "sum" (the value of the one active cell,
+        whatever its sign).
       seed: seed of the dropout draws.
 
     Call arguments (Keras RNN cell API, `call(inputs, states, training)`):
@@ -266,7 +265,8 @@ class RSMCell(keras.layers.Layer):
                 name="feedback_kernel", shape=(self.feedback_units, n),
                 initializer=self.feedback_initializer)
             self.feedback_bias = self._bias("feedback_bias", n, self.use_feedback_bias)
-        # Cell statistics (rsm.md §4), updated by `update_duty_cycle`, never by gradients.
+        # Cell statistics (docs/rsm.md#duty-cycles), updated by `update_duty_cycle`, never by
+        # gradients.
         self.duty_cycle = self.add_weight(
             name="duty_cycle", shape=(n,), initializer="zeros", trainable=False,
             aggregation="only_first_replica")
@@ -392,7 +392,9 @@ class RSMCell(keras.layers.Layer):
 
     # ------------------------------------------------------------------ statistics
     def update_duty_cycle(self, usage, slots, learning_rate=0.1, when=True):
-        """EMA update of the cell win frequency (and boost) from a usage count (rsm.md §4).
+        """EMA update of the cell win frequency (and boost) from a usage count.
+
+        See docs/rsm.md#duty-cycles.
 
         Args:
           usage: [n] number of wins of each cell over the counted steps.

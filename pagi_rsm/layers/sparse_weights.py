@@ -1,6 +1,6 @@
 """Dense and 2-D convolution layers with a fixed random weight-sparsity mask.
 
-Semantics follow nupic.torch ``SparseWeights`` / ``SparseWeights2d`` (reference/peers.md §3.3):
+Semantics follow nupic.torch ``SparseWeights`` / ``SparseWeights2d`` (docs/sparse.md):
 
 - ``sparsity`` is the fraction of weights that are ZERO. The deprecated ``weight_sparsity`` is the
   fraction KEPT (``1 - sparsity``); it is accepted with a ``DeprecationWarning``. Passing both is a
