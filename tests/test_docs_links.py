@@ -9,10 +9,11 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 CITING = ("*.py", "*.md", "*.yaml", "*.cfg")
 SKIP_DIRS = {".venv", ".git", "runs", "build", ".pytest_cache", "__pycache__"}
 LINK = re.compile(r"docs/([a-z_]+\.md)#([A-Za-z0-9_-]+)")
+MD_LINK = re.compile(r"\]\((?:([a-z_]+\.md))?#([A-Za-z0-9_-]+)\)")  # [text](page.md#a), [text](#a)
 # Documents that are not in the repository and must not be cited (the team's design notes). The
 # names are spelled in pieces so that a grep for them does not find this file.
 _REFERENCE, _PEERS = "refer" + "ence/", "peer" + "s"
-OUTSIDE = re.compile(_REFERENCE + "|" + _PEERS + r"\.md|(?<!docs/)\brsm\.md")
+OUTSIDE = re.compile(_REFERENCE + "|" + _PEERS + r"\.md|(?<!docs/)(?<!\]\()\brsm\.md")
 
 
 def _files():
@@ -50,6 +51,9 @@ def test_every_cited_docs_anchor_exists():
         for page, anchor in LINK.findall(path.read_text(encoding="utf-8", errors="replace")):
             cited.setdefault((page, anchor), []).append(str(path.relative_to(REPO)))
     assert cited, "no docs/<page>.md#<anchor> citation found: the pattern is wrong"
+    for page in (REPO / "docs").glob("*.md"):  # Markdown links inside the docs pages
+        for target, anchor in MD_LINK.findall(page.read_text(encoding="utf-8")):
+            cited.setdefault((target or page.name, anchor), []).append(f"docs/{page.name}")
     missing = {key: where for key, where in cited.items()
                if not (REPO / "docs" / key[0]).is_file() or key[1] not in anchors(key[0])}
     assert not missing, f"citations of missing docs pages or anchors: {missing}"
@@ -57,7 +61,8 @@ def test_every_cited_docs_anchor_exists():
 
 @pytest.mark.parametrize("text, bad", [(f"see {_REFERENCE}rsm.md §2", True),
                                        (f"{_PEERS}.md §2.4", True), ("(rsm.md §0)", True),
-                                       ("docs/rsm.md#selection", False)])
+                                       ("docs/rsm.md#selection", False),
+                                       ("[docs/rsm.md](rsm.md#selection)", False)])
 def test_outside_pattern(text, bad):
     assert bool(OUTSIDE.search(text)) == bad
 
