@@ -1,7 +1,7 @@
 """`SequenceMemoryStack`: L RSM layers + predictor, trained by local learning inside `model.fit`.
 
-The algorithm: docs/rsm.md (#stack, #local-losses, #predictor, #frequency-and-boosting,
-#resets, #update-schedules).
+The algorithm: docs/rsm.md#stack, docs/rsm.md#local-losses, docs/rsm.md#predictor,
+docs/rsm.md#duty-cycles, docs/rsm.md#resets, docs/rsm.md#update-schedules.
 """
 import contextlib
 

@@ -44,7 +44,7 @@ class RSMCell(keras.layers.Layer):
     |---|---|---|
     | `groups` | `cols` | g |
     | `cells_per_group` | `cells_per_col` | c |
-    | `active_groups` | `active_groups` | k |
+    | `active_groups` | `sparsity` | k |
     | `inhibition_decay` | `inhibition_decay` | γ |
     | `inhibition_with_mask` | `inhibition_with_mask` | |
     | `recurrent_decay` | `rb_decay_rate` (older: `feedback_decay_rate`) | ε |
@@ -55,7 +55,7 @@ class RSMCell(keras.layers.Layer):
     | `input_norm`, `input_norm_eps`, `input_keep_rate` | `f_norm_type`, `f_norm_eps`, `f_keep_rate` | |
     | `input_norm_first` | `input_norm_first` | |
     | `hidden_keep_rate` | `hidden_keep_rate` | |
-    | `boost_strength` | `boost_strength` | |
+    | `boost_strength` | `boost_factor` | |
     | `activation` | `hidden_nonlinearity` | φ |
     | `decoder_activation` | `decode_nonlinearity` | φ_d |
     | `decoder_units` | target area (`decode_mode='fc'`) | |
