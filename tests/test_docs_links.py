@@ -1,4 +1,4 @@
-"""The project stands alone: code and docs cite its own docs/ pages, and every cited anchor exists."""
+"""Self-containment: code and docs cite the docs/ pages, and every cited anchor exists."""
 import os
 import pathlib
 import re
