@@ -256,10 +256,8 @@ class GANRectifier(keras.Model):
         self._condition_given = condition_shape is not None
         self.mse_weight = check_number("mse_weight", mse_weight, 0.0)
         self.adversarial_weight = check_number("adversarial_weight", adversarial_weight, 0.0)
-        self.label_smoothing = check_number("label_smoothing", label_smoothing, 0.0, 1.0)
-        if self.label_smoothing >= 1.0:
-            raise ValueError(f"label_smoothing must be a number in [0, 1), got "
-                             f"{label_smoothing!r}")
+        self.label_smoothing = check_number("label_smoothing", label_smoothing, 0.0, 1.0,
+                                            high_open=True)
         self.input_noise_stddev = check_number("input_noise_stddev", input_noise_stddev, 0.0)
         self.generator_learning_rate = check_number("generator_learning_rate",
                                                     generator_learning_rate, 0.0)

@@ -257,7 +257,7 @@ def test_default_test_set_allows_priming_and_self_looping():
     (dict(radius=6.0), r"radius 6.0 does not fit box_size 10.0"),
     (dict(num_balls=30), r"could not place num_balls=30 balls of radius 1.2"),
     (dict(padding=-1), r"padding must be an integer >= 0"),
-    (dict(padding_value=1.5), r"padding_value must be a number in \[0.0, 1.0\]"),
+    (dict(padding_value=1.5), r"padding_value must be a number in \[0, 1\]"),
     (dict(num_frames=0), r"num_frames must be an integer >= 1"),
     (dict(speed=True), r"speed must be a number > 0"),
     (dict(gravity=1.0), r"unknown bouncing-balls option\(s\) \['gravity'\]"),

@@ -392,7 +392,7 @@ def make_bouncing_balls_test_dataset(num_sequences=200, chunk_length=10, seed=12
       start_chunk: first chunk produced (for resuming).
       num_chunks: chunks in the dataset, counted from chunk 0 (default: one pass,
         ceil(num_frames / T); when T does not divide num_frames the last chunk ends with the
-        first frames of the replay). None after `start_chunk` gives an empty dataset.
+        first frames of the replay). A `start_chunk` >= `num_chunks` gives an empty dataset.
       num_frames: L, frames per test sequence.
       **simulation: the other `BouncingBalls` settings.
 
