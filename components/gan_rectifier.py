@@ -312,6 +312,11 @@ class GANRectifier(keras.Model):
                                                          name="generator_adam")
         self.discriminator_optimizer = keras.optimizers.SGD(self.discriminator_learning_rate,
                                                             name="discriminator_sgd")
+        if self.dtype_policy.name == "mixed_float16":   # float16 gradients need loss scaling
+            self.generator_optimizer = keras.optimizers.LossScaleOptimizer(
+                self.generator_optimizer)
+            self.discriminator_optimizer = keras.optimizers.LossScaleOptimizer(
+                self.discriminator_optimizer)
         self.generator_optimizer.build(self.generator.trainable_variables)
         self.discriminator_optimizer.build(self.discriminator.trainable_variables)
         super().compile(optimizer=None, **kwargs)
@@ -381,7 +386,7 @@ class GANRectifier(keras.Model):
             real_logits = self.discriminator(target + noise, condition)
             fake_logits = self.discriminator(ops.stop_gradient(fake) + noise, condition)
             d_loss = self.discriminator_loss(real_logits, fake_logits)
-            scaled = d_loss / replicas
+            scaled = self.discriminator_optimizer.scale_loss(d_loss / replicas)
         if training:
             variables = self.discriminator.trainable_variables
             grads = discriminator_tape.gradient(scaled, variables)
@@ -392,7 +397,7 @@ class GANRectifier(keras.Model):
             mse = ops.mean(ops.square(ops.cast(target, "float32") - ops.cast(fake, "float32")))
             adversarial = self.adversarial_loss(adversarial_logits)
             g_loss = self.mse_weight * mse + self.adversarial_weight * adversarial
-            scaled = g_loss / replicas
+            scaled = self.generator_optimizer.scale_loss(g_loss / replicas)
         if training:
             variables = self.generator.trainable_variables
             grads = generator_tape.gradient(scaled, variables)

@@ -185,6 +185,21 @@ def test_mirrored_strategy_matches_one_device(strategies):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_mixed_float16_trains_with_loss_scaling():
+    keras.mixed_precision.set_global_policy("mixed_float16")   # reset by conftest
+    model = small()
+    assert isinstance(model.generator_optimizer, keras.optimizers.LossScaleOptimizer)
+    batch = blobs(np.random.default_rng(10), 4)
+    start = [np.asarray(v) for v in model.generator.trainable_weights]
+    logs = model.fit(tf.data.Dataset.from_tensors(batch).repeat(3), verbose=0).history
+    assert np.isfinite(logs["generator_loss"][0]) and np.isfinite(logs["discriminator_loss"][0])
+    assert keras.backend.standardize_dtype(model(batch["prediction"]).dtype) == "float16"
+    for a, v in zip(start, model.generator.trainable_weights):
+        assert np.all(np.isfinite(np.asarray(v))) and v.dtype == "float32"
+    assert any(not np.array_equal(a, np.asarray(v))
+               for a, v in zip(start, model.generator.trainable_weights))
+
+
 def test_bad_arguments_and_batches():
     with pytest.raises(ValueError, match=r"product of encoder_strides \[1, 2, 1\] must equal"):
         RectifierGenerator(decoder_strides=(1, 1))
