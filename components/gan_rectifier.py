@@ -417,5 +417,11 @@ class GANRectifier(keras.Model):
         return self._step(data, training=False)
 
     def call(self, prediction, training=False):
-        """The rectified frame G(prediction), [B, H, W, C] in [0, 1]."""
+        """The rectified frame G(prediction), [B, H, W, C] in [0, 1].
+
+        `prediction` is the predicted frame, or a batch dict holding it under 'prediction'
+        (so `model.predict` takes the training batches too).
+        """
+        if isinstance(prediction, dict):
+            prediction = prediction["prediction"]
         return self.generator(prediction, training=training)

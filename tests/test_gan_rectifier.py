@@ -51,6 +51,8 @@ def test_default_shapes_and_output_range():
     assert d.output_layer.kernel.shape == (256, 1)
     logits = d(tf.constant(x), tf.constant(x))
     assert logits.shape == (2, 1)
+    np.testing.assert_allclose(model.predict({"prediction": x, "target": x}, verbose=0), y,
+                               atol=1e-6)
 
 
 def test_condition_layer_is_shared_and_condition_shape_configurable():
