@@ -9,6 +9,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from pagi_rsm.checks import check_int
 from pagi_rsm.distribute import replica_sum
 from pagi_rsm.layers.conv_rsm import ConvRSM
 from pagi_rsm.layers.rsm_cell import RSMCell
@@ -89,10 +90,15 @@ def _is_conv(kernel_size):
 
 def _conv_geometry(kernel_size, strides):
     """(kernel (fh, fw), strides (sh, sw)) of a convolutional layer; strides -1 = the kernel."""
-    kernel = (kernel_size,) * 2 if isinstance(kernel_size, int) else tuple(kernel_size)
-    stride = kernel if strides == -1 else (
-        (strides,) * 2 if isinstance(strides, int) else tuple(strides))
-    return kernel, stride
+    def pair(name, value):
+        values = (value,) * 2 if isinstance(value, int) else value
+        if not (isinstance(values, (list, tuple)) and len(values) == 2):
+            raise ValueError(f"hparam {name!r} must hold -1, integers >= 1 or pairs of them, "
+                             f"got {value!r}")
+        return tuple(check_int(f"hparam {name!r}", v, 1) for v in values)
+
+    kernel = pair("kernel_size", kernel_size)
+    return kernel, kernel if strides == -1 else pair("strides", strides)
 
 
 def _layer_shapes(input_shape, units, layer_hp):
@@ -502,7 +508,8 @@ class SequenceMemoryStack(keras.Model):
             with _tape(update_each_step) as tape:
                 results, states, memory_losses, logits = self._step(
                     x[:, t], reset[:, t], states, training)
-                predictor_loss = self._predictor_loss(labels[:, t], logits)
+                predictor_loss = self._predictor_loss(None if labels is None else labels[:, t],
+                                                      logits)
                 total = self._total(memory_losses, predictor_loss)
             if update_each_step:
                 self._apply(tape, total, self.time_step + t)
@@ -522,6 +529,8 @@ class SequenceMemoryStack(keras.Model):
                 ops.stack(cross_entropy, axis=1), masks)
 
     def _chunk(self, data, training):
+        if isinstance(data, tuple):   # train_on_batch / fit on arrays pack (x, y, weights)
+            data = data[0]
         x = ops.convert_to_tensor(data["inputs"])
         reset = ops.cast(data["reset"], x.dtype)
         labels = test = None
