@@ -257,6 +257,28 @@ def test_sparse_recurrent_path_equals_dense_with_gradients():
         s_d, s_s = out_d.states, out_s.states
 
 
+def test_sparse_rows_matmul_values_and_gradients():
+    from pagi_rsm.ops.rsm import sparse_rows_matmul
+    rng = np.random.default_rng(9)
+    r = np.zeros((7, 10), "float32")
+    for row in r:
+        row[rng.choice(10, 3, replace=False)] = rng.normal(size=3)
+    r = tf.constant(r)
+    kernel = tf.constant(rng.normal(size=(10, 4)).astype("float32"))
+    up = tf.constant(rng.normal(size=(7, 4)).astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([r, kernel])
+        dense = tf.reduce_sum((r @ kernel) * up)
+        sparse = tf.reduce_sum(sparse_rows_matmul(r, kernel, 3) * up)
+    np.testing.assert_allclose(sparse, dense, rtol=1e-5)
+    np.testing.assert_allclose(tape.gradient(sparse, kernel), tape.gradient(dense, kernel),
+                               atol=1e-5)
+    nonzero = np.asarray(r) != 0       # the gradient of r reaches the k selected entries only
+    np.testing.assert_allclose(np.asarray(tape.gradient(sparse, r))[nonzero],
+                               np.asarray(tape.gradient(dense, r))[nonzero], atol=1e-5)
+    assert (np.asarray(tape.gradient(sparse, r))[~nonzero] == 0).all()
+
+
 def test_auto_path_choice():
     kwargs = dict(groups=64, cells_per_group=8, active_groups=3, kernel_size=5)
     assert ConvRSM(**kwargs).uses_sparse_recurrent_path               # ε = 0, k/n = 3/512
