@@ -70,8 +70,9 @@ class ConvRSM(RSMCell):
         `feedback_units`). It is resized to (h, w) when h' × w' differs.
       recurrent_path: "dense" computes R as a [B·h·w, n]×[n, n] matmul (a 1×1 convolution);
         "sparse" uses that y_{t−1} has k non-zeros of n at each position when ε = 0 and gathers
-        just those k rows of W_r per position (the gradient reaches only those rows); both give
-        the same numbers (tested). "auto" (default) takes the sparse path when ε = 0 and
+        just those k rows of W_r per position (the gradient reaches only those rows; the
+        recurrent dropout is drawn for those k entries only). Both give the same numbers
+        without dropout (tested). "auto" (default) takes the sparse path when ε = 0 and
         k/n ≤ 1/32, else the dense one (measured by benchmarks/conv_rsm.py, docs/conv_rsm.md).
       reset_input: in `keras.layers.RNN`, the last input channel is the per-sample reset flag
         (read at position (0, 0)).
@@ -206,11 +207,19 @@ class ConvRSM(RSMCell):
                     and self.active_groups <= SPARSE_PATH_MAX_FRACTION * self.units)
         return self.recurrent_path == "sparse"
 
-    def _recurrent(self, r_in):
-        """R = r_in W_r (+ b_r) at every position; r_in is [M, n] (M = B·h·w)."""
+    def _recurrent(self, r_in, training):
+        """R = dropout(r_in) W_r (+ b_r) at every position; r_in is [M, n] (M = B·h·w).
+
+        The sparse path draws the dropout of the k gathered entries only (the others are 0
+        and stay 0), k random numbers per position instead of n.
+        """
         if not self.uses_sparse_recurrent_path:
+            r_in = self._dropout(r_in, self.recurrent_keep_rate, training)
             return self._dense(r_in, self.recurrent_kernel, self.recurrent_bias)
-        drive = rsm_ops.sparse_rows_matmul(r_in, self.recurrent_kernel, self.active_groups)
+        values, index = rsm_ops.top_k_entries(r_in, self.active_groups)
+        values = self._dropout(values, self.recurrent_keep_rate, training)
+        drive = rsm_ops.gathered_rows_matmul(values, index,
+                                             ops.cast(self.recurrent_kernel, r_in.dtype))
         if self.recurrent_bias is not None:
             drive = drive + ops.cast(self.recurrent_bias, drive.dtype)
         return drive
@@ -253,13 +262,12 @@ class ConvRSM(RSMCell):
             norm=self.recurrent_norm, norm_eps=self.recurrent_norm_eps,
             norm_first=self.input_norm_first)
         f_in = self._dropout(f_in, self.input_keep_rate, training)
-        r_in = self._dropout(r_in, self.recurrent_keep_rate, training)
 
         forward = tf.nn.conv2d(ops.reshape(f_in, (-1, height, width, depth)),
                                ops.cast(self.input_kernel, dtype), list(self.strides), "SAME")
         if self.input_bias is not None:
             forward = forward + ops.cast(self.input_bias, dtype)                  # [B, h, w, g]
-        drive = self._recurrent(ops.reshape(r_in, (-1, n)))                      # [B·h·w, n]
+        drive = self._recurrent(ops.reshape(r_in, (-1, n)), training)            # [B·h·w, n]
         if self.feedback_shape:
             resized = rsm_ops.resize_bilinear(ops.reshape(feedback, (-1, *self.feedback_shape)),
                                               (h, w))

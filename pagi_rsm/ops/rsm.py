@@ -127,14 +127,22 @@ def sparse_rows_matmul(r, kernel, k):
     paper's layer-1 shapes; docs/conv_rsm.md). The gradient of `r` reaches only the k
     selected entries of each row.
     """
-    _, index = tf.math.top_k(tf.abs(r), k=k, sorted=False)                 # [M, k]
-    values = tf.gather(r, index, batch_dims=1)                             # [M, k]
-    return _gathered_rows_matmul(values, index, tf.cast(kernel, r.dtype))
+    values, index = top_k_entries(r, k)
+    return gathered_rows_matmul(values, index, tf.cast(kernel, r.dtype))
+
+
+def top_k_entries(r, k):
+    """(values [M, k], index [M, k]) of the k entries of largest |r| in every row of r [M, n]."""
+    _, index = tf.math.top_k(tf.abs(r), k=k, sorted=False)
+    return tf.gather(r, index, batch_dims=1), index
 
 
 @tf.custom_gradient
-def _gathered_rows_matmul(values, index, kernel):
-    """Σ_j values[:, j] · kernel[index[:, j]]: [M, k], [M, k], [n, m] → [M, m]."""
+def gathered_rows_matmul(values, index, kernel):
+    """Σ_j values[:, j] · kernel[index[:, j]]: [M, k], [M, k] int, [n, m] → [M, m].
+
+    The gradient of `kernel` is a dense segment sum over the M·k rows; `index` has none.
+    """
     rows = tf.gather(kernel, index)                                        # [M, k, m]
     out = tf.reduce_sum(values[..., None] * rows, axis=1)
 
