@@ -51,9 +51,8 @@ def small_conv_stack(**overrides):
     return model
 
 
-def test_paper_shapes_and_one_fit_step():
+def test_paper_shapes():
     model = SequenceMemoryStack(batch_size=2, **PAPER)
-    model.compile()
     first, second = model.cells
     assert first.grid == (17, 17) and first.units == 512
     assert model.input_shapes[1] == (9, 9, 512)                        # max-pool 2: 17 → 9
@@ -64,6 +63,12 @@ def test_paper_shapes_and_one_fit_step():
     assert tuple(second.decoder_bias.shape) == (9, 9, 512)
     assert first.uses_sparse_recurrent_path and second.uses_sparse_recurrent_path
     assert model.predictor is None
+
+
+@pytest.mark.slow
+def test_paper_shapes_one_fit_step_and_exact_k_per_position():
+    model = SequenceMemoryStack(batch_size=2, **PAPER)
+    model.compile()
     frames = np.random.default_rng(0).uniform(size=(2, 2, 34, 34, 1)).astype("float32")
     logs = model.train_on_batch(dict(inputs=frames, reset=np.zeros((2, 2), "float32")),
                                 return_dict=True)
@@ -79,6 +84,7 @@ def test_paper_shapes_and_one_fit_step():
     assert (np.asarray(out["mask_1"]).sum(-1) == 5).all()
 
 
+@pytest.mark.slow
 def test_learns_to_predict_a_moving_bar_inside_fit():
     model = small_conv_stack()
     history = model.fit(bar_dataset(), steps_per_epoch=25, epochs=3, verbose=0).history
