@@ -1,4 +1,4 @@
-"""`ConvRSM`: the convolutional Recurrent Sparse Memory layer for one time step (docs/conv_rsm.md)."""
+"""`ConvRSM`: the convolutional Recurrent Sparse Memory layer, one time step (docs/conv_rsm.md)."""
 import math
 
 import keras
