@@ -301,10 +301,7 @@ class RSMCell(keras.layers.Layer):
         """R = r_in W_r (+ b_r), dense or through the k non-zero rows of r_in."""
         if not self.uses_sparse_recurrent_path:
             return self._dense(r_in, self.recurrent_kernel, self.recurrent_bias)
-        _, index = tf.math.top_k(tf.abs(r_in), k=self.active_groups, sorted=False)       # [B, k]
-        values = tf.gather(r_in, index, batch_dims=1)                               # [B, k]
-        rows = tf.gather(ops.cast(self.recurrent_kernel, r_in.dtype), index)        # [B, k, n]
-        drive = tf.einsum("bk,bkn->bn", values, rows)
+        drive = rsm_ops.sparse_rows_matmul(r_in, self.recurrent_kernel, self.active_groups)
         if self.recurrent_bias is not None:
             drive = drive + ops.cast(self.recurrent_bias, drive.dtype)
         return drive

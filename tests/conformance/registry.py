@@ -85,6 +85,18 @@ ENTRIES = [
                                   feedback_units=3, reset_input=True, output_decoding=True,
                                   use_recurrent_bias=True),
           input_shape=(5, 4 + 1 + 3), rnn=True, make_inputs=_uniform((5, 8))),
+    # --- convolutional recurrent sparse memory (pagi_rsm/layers/conv_rsm.py) ---
+    Entry("conv_rsm_trace_reset",
+          lambda: _pagi().ConvRSM(groups=4, cells_per_group=2, active_groups=2, kernel_size=3,
+                                  strides=2, inhibition_decay=0.5, recurrent_decay=0.5,
+                                  reset_input=True, output_decoding=True),
+          input_shape=(4, 6, 6, 2), rnn=True, make_inputs=_uniform((4, 6, 6, 2))),
+    Entry("conv_rsm_sparse_boost",
+          lambda: _pagi().ConvRSM(groups=5, cells_per_group=2, active_groups=2, kernel_size=(3, 2),
+                                  strides=(2, 1), boost_factor=1.0, recurrent_path="sparse",
+                                  use_recurrent_bias=True, use_input_bias=True,
+                                  output_decoding=True),
+          input_shape=(4, 5, 4, 3), rnn=True, make_inputs=_uniform((4, 5, 4, 3))),
     # --- fast weights (pagi_rsm/layers/fast_weights.py) ---
     Entry("fast_weights_explicit",
           lambda: _pagi().FastWeightsCell(6, implementation="explicit", inner_steps=2),
