@@ -20,6 +20,8 @@ def _interval(name):
 
 
 def _masses_sum_to_one(values):
+    if values["num_classes"] is None:  # no predictor: the masses are not used
+        return
     total = values["layer_mass"] + values["uniform_mass"]
     if abs(total - 1.0) > 1e-6:
         raise ValueError(f"layer_mass and uniform_mass must be >= 0 and sum to 1, got "
