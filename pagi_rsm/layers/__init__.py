@@ -15,3 +15,5 @@ from pagi_rsm.layers.fast_weights import FastWeightsCell, FastWeightsRNNLN  # no
 __all__ += ["FastWeightsCell", "FastWeightsRNNLN"]
 from pagi_rsm.layers.layer_norm_gru import LayerNormGRUCell  # noqa: E402
 __all__ += ["LayerNormGRUCell"]
+from pagi_rsm.layers.temporal_memory import TemporalMemoryCell  # noqa: E402
+__all__ += ["TemporalMemoryCell"]
