@@ -32,6 +32,7 @@ from keras import ops
 from pagi_rsm.checks import check_int
 from pagi_rsm.layers.k_winners import KWinners
 from pagi_rsm.layers.temporal_memory import TemporalMemoryCell
+from pagi_rsm.models.stream_state import StreamState
 from pagi_rsm.ops.sparse_matmul import top_k_matmul
 
 __all__ = ["DeepHTM", "default_hparams"]
@@ -48,6 +49,7 @@ _DEFAULTS = {
     "sparse_reads": True,
     "decoder_units": [256],
     "bptt_steps": 0,
+    "streams": 0,
     "learning_rate": 1e-3,
     "decay_steps": 0,
     "final_learning_rate": 1e-4,
@@ -86,6 +88,11 @@ class DeepHTM(keras.Model):
         fewer operations: with the defaults 5 of 1280 rows).
       decoder_units: sizes of the decoder's ReLU layers before its linear output (list).
       bptt_steps: truncation length of backpropagation through time (0: the whole window).
+      streams: 0 (default): every training batch starts from the zero state (independent
+        windows). B > 0: the batches are B continuing streams (row b of every batch continues
+        row b of the previous one): in training the temporal memory starts from the state the
+        previous batch ended in, kept in a `StreamState` (checkpointed with the model; split by
+        replica under MirroredStrategy). The gradient stops at the batch boundary.
       learning_rate: Adam learning rate used by `compile()` without an optimizer.
       decay_steps: if > 0, the learning rate follows a cosine from `learning_rate` to
         `final_learning_rate` over this many optimizer steps, then stays there (0: constant).
@@ -107,8 +114,8 @@ class DeepHTM(keras.Model):
     def __init__(self, input_dim=1, encoder_units=(256, 256), columns=256, active_columns=5,
                  boost_strength=0.0, boost_strength_factor=1.0, duty_cycle_period=1000,
                  cells_per_column=5, sparse_reads=True, decoder_units=(256,),
-                 bptt_steps=0, learning_rate=1e-3, decay_steps=0, final_learning_rate=1e-4,
-                 **kwargs):
+                 bptt_steps=0, streams=0, learning_rate=1e-3, decay_steps=0,
+                 final_learning_rate=1e-4, **kwargs):
         super().__init__(**kwargs)
         check_int("input_dim", input_dim, 1)
         check_int("columns", columns, 2)
@@ -121,6 +128,7 @@ class DeepHTM(keras.Model):
         if not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
             raise ValueError(f"learning_rate must be a number > 0, got {learning_rate!r}")
         check_int("decay_steps", decay_steps, 0)
+        check_int("streams", streams, 0)
         if (not isinstance(final_learning_rate, (int, float))
                 or not 0 < final_learning_rate <= learning_rate):
             raise ValueError(f"final_learning_rate must be a number in (0, learning_rate="
@@ -133,7 +141,8 @@ class DeepHTM(keras.Model):
             "duty_cycle_period": duty_cycle_period, "cells_per_column": cells_per_column,
             "sparse_reads": sparse_reads,
             "decoder_units": _units("decoder_units", decoder_units),
-            "bptt_steps": bptt_steps, "learning_rate": float(learning_rate),
+            "bptt_steps": bptt_steps, "streams": streams,
+            "learning_rate": float(learning_rate),
             "decay_steps": decay_steps, "final_learning_rate": float(final_learning_rate),
         }
         hp = self.hparams
@@ -152,6 +161,7 @@ class DeepHTM(keras.Model):
         self.decoder = [keras.layers.Dense(u, activation="relu", name=f"decoder_{i}")
                         for i, u in enumerate(hp["decoder_units"])]
         self.readout = keras.layers.Dense(input_dim, name="readout")
+        self.stream_state = None
 
     # --- construction -----------------------------------------------------------------------
 
@@ -177,6 +187,9 @@ class DeepHTM(keras.Model):
             layer.build(shape)
             shape = (batch, layer.units)
         self.readout.build(shape)
+        if self.hparams["streams"]:
+            self.stream_state = StreamState(self.hparams["streams"],
+                                            self.tm_cell.state_size, name="stream_state")
         self.built = True
 
     def get_config(self):
@@ -203,6 +216,15 @@ class DeepHTM(keras.Model):
         return keras.optimizers.schedules.CosineDecay(
             hp["learning_rate"], hp["decay_steps"],
             alpha=hp["final_learning_rate"] / hp["learning_rate"])
+
+    def checkpoint_items(self):
+        """Trackables for a `tf.train.Checkpoint`: every weight by path (layers held in Python
+        lists are not checkpoint children of a Keras 3 model; the stream state is included)
+        and the optimizer."""
+        weights = {w.path.replace("/", "."): w for w in self.weights}
+        if len(weights) != len(self.weights):
+            raise RuntimeError("weight paths of the model are not unique")
+        return {"weights": weights, "optimizer": self.optimizer}
 
     def compile_from_config(self, config):
         """Restores the compile settings saved in a `.keras` file (custom `compile` above)."""
@@ -241,7 +263,12 @@ class DeepHTM(keras.Model):
     def call(self, inputs, training=False):
         if isinstance(inputs, dict):
             inputs = inputs["inputs"]
-        return self.sequence_outputs(inputs, training=training)["predictions"]
+        if not (training and self.stream_state is not None):
+            return self.sequence_outputs(inputs, training=training)["predictions"]
+        state = self.stream_state.read(tf.shape(inputs)[0])
+        out = self.sequence_outputs(inputs, state=state, training=training)
+        self.stream_state.write([tf.stop_gradient(s) for s in out["state"]])
+        return out["predictions"]
 
     def zero_state(self, batch_size):
         """The temporal memory's initial state for `batch_size` streams."""

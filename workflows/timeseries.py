@@ -48,12 +48,16 @@ def lstm_units_for(parameters, input_dim):
     return max(1, int(round((-b + (b * b - 4 * a * c) ** 0.5) / (2 * a))))
 
 
-def build_lstm(units, input_dim, learning_rate):
+def build_lstm(units, input_dim, learning_rate, streams=0):
     """The LSTM baseline: LSTM(units) over the sequence, a linear readout per step, compiled
-    with Adam(`learning_rate`, a float or a schedule) and mean squared error."""
+    with Adam(`learning_rate`, a float or a schedule) and mean squared error. `streams` > 0:
+    a stateful LSTM for that many continuing streams (Keras `stateful=True`)."""
     import keras
-    model = keras.Sequential([keras.Input((None, input_dim)),
-                              keras.layers.LSTM(units, return_sequences=True, name="lstm"),
+    inputs = (keras.Input(batch_shape=(streams, None, input_dim)) if streams
+              else keras.Input((None, input_dim)))
+    model = keras.Sequential([inputs,
+                              keras.layers.LSTM(units, return_sequences=True,
+                                                stateful=bool(streams), name="lstm"),
                               keras.layers.Dense(input_dim, name="readout")], name="lstm_baseline")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse")
     return model
@@ -71,8 +75,12 @@ class TimeseriesWorkflow(Workflow):
     Workflow options (besides the base class's):
       source: "sine" (generated: length, frequency, phase, amplitude, noise, features) or
         "file" (path, columns, layout, missing; see `pagi_rsm.datasets.timeseries.read_series`).
-      window, warmup, batch_size: training windows (steps), unscored first steps of each
-        window, windows per batch.
+      window, warmup, batch_size: steps per batch, unscored first steps (of each window, or
+        of the first batch with streams), windows per batch.
+      streams: True (default): the batches are `batch_size` continuing streams through the
+        training part and the component keeps their state across batches (its ``streams``
+        hparam is set to batch_size), so it learns to run indefinitely, as evaluation and
+        forecasting run it; False: independent random windows from the zero state.
       validation_fraction, test_fraction: the split by time.
       forecast_steps, forecast_starts, forecast_warmup: the free-running forecast.
       lstm, lstm_units (0: matched to the component's parameter count), lstm_batches (0: the
@@ -114,6 +122,7 @@ class TimeseriesWorkflow(Workflow):
             "forecast_steps": 100,
             "forecast_starts": 8,
             "forecast_warmup": 64,
+            "streams": True,
             "lstm": True,
             "lstm_units": 0,
             "lstm_batches": 0,
@@ -139,6 +148,8 @@ class TimeseriesWorkflow(Workflow):
         else:
             features = len(columns) if isinstance(columns, (list, tuple)) else 1
         hparams = config.hparams
+        if "streams" in hparams:
+            hparams["streams"] = options["batch_size"] if options["streams"] else 0
         if hparams.get("input_dim") in (None, 1) or hparams["input_dim"] == features:
             hparams["input_dim"] = features
         else:
@@ -163,7 +174,7 @@ class TimeseriesWorkflow(Workflow):
             self.series(), window=o["window"], batch_size=o["batch_size"],
             seed=self.config.seed, start_batch=start_batch, warmup=o["warmup"],
             validation_fraction=o["validation_fraction"], test_fraction=o["test_fraction"],
-            source=o["path"] or "the sine wave")
+            source=o["path"] or "the sine wave", streams=o["streams"])
         return dataset
 
     # --- evaluation -----------------------------------------------------------------------------
@@ -188,11 +199,19 @@ class TimeseriesWorkflow(Workflow):
         units = o["lstm_units"] or lstm_units_for(model.count_params(),
                                                   self.hparams["input_dim"])
         keras.utils.set_random_seed(self.config.seed)
+        # Keras' stateful LSTM cannot split its state across replicas: under a multi-replica
+        # strategy the baseline trains from the zero state every batch.
+        streams = (o["batch_size"] if o["streams"] and self.strategy.num_replicas_in_sync == 1
+                   else 0)
         with self.strategy.scope():
-            lstm = build_lstm(units, self.hparams["input_dim"], model.learning_schedule())
+            lstm = build_lstm(units, self.hparams["input_dim"], model.learning_schedule(),
+                              streams=streams)
         batches = o["lstm_batches"] or self.batches
         lstm.fit(self.build_dataset(start_batch=0), steps_per_epoch=batches, epochs=1,
                  verbose=0, shuffle=False)
+        if streams:
+            trained, lstm = lstm, build_lstm(units, self.hparams["input_dim"], 1e-3)
+            lstm.set_weights(trained.get_weights())
         return lstm, units
 
     def forecast(self, model):

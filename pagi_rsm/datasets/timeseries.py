@@ -8,7 +8,9 @@
 * `Scaling`: min-max scaling of each feature to [-1, 1], fitted on the training split, with
   its inverse (metrics are reported in original units) and a JSON-able form.
 * `split_by_time`: train / validation / test as consecutive parts of the series.
-* `make_window_dataset`: the training stream, batches of random windows of the training split
+* `make_stream_dataset`: the training stream, B continuing streams through the training
+  split, `window` steps per batch (the component keeps each stream's state across batches).
+* `make_window_dataset`: the alternative, batches of independent random windows of the training split
   (inputs x[s:s+W], targets x[s+1:s+W+1], per-step weights that skip the first `warmup`
   steps), a pure function of (seed, batch index), so a resumed run sees the batches an
   uninterrupted one sees.
@@ -34,6 +36,7 @@ import numpy as np
 from pagi_rsm.checks import check_int
 
 __all__ = ["sine_wave", "read_series", "Scaling", "split_by_time", "make_window_dataset",
+           "make_stream_dataset",
            "make_dataset", "load_series", "LAYOUTS", "MISSING"]
 
 LAYOUTS = ("auto", "csv", "whitespace", "year_months")
@@ -393,6 +396,46 @@ def make_window_dataset(values, window, batch_size, seed, start_batch=0, warmup=
     return tf.data.Dataset.range(start_batch, 2 ** 62).map(batch).prefetch(2)
 
 
+def make_stream_dataset(values, window, batch_size, seed, start_batch=0, warmup=0, source=""):
+    """Batches of `batch_size` continuing streams through `values`, `window` steps per batch.
+
+    Stream b starts at a seeded random offset and walks through the series: batch i holds its
+    steps ``o_b + i·W .. o_b + (i+1)·W − 1`` modulo ``T − 1`` (the series is read as a loop,
+    with one jump from the end back to the start per pass). Targets are the next values. Only
+    the first `warmup` steps of batch 0 (where the state starts from zero) get weight 0. Batch
+    i is a pure function of (seed, i), so `start_batch` resumes exactly.
+
+    Args and returns: as `make_window_dataset` (row b of every batch is stream b).
+    """
+    import tensorflow as tf
+    check_int("window", window, 1)
+    check_int("batch_size", batch_size, 1)
+    check_int("warmup", warmup, 0)
+    if warmup >= window:
+        raise ValueError(f"warmup must be < window ({window}), got {warmup}")
+    values = np.asarray(values, "float32")
+    if values.ndim != 2:
+        raise ValueError(f"values must be [T, D], got shape {values.shape}")
+    if len(values) < window + 1:
+        raise ValueError(f"{source or 'the series'}: the training split has {len(values)} "
+                         f"steps, fewer than window + 1 = {window + 1}; shorten the window or "
+                         f"use a longer series")
+    series = tf.constant(values)
+    loop = len(values) - 1
+    offsets = np.random.default_rng(seed).integers(0, loop, size=batch_size)
+    offsets = tf.constant(offsets, tf.int64)
+    steps = tf.range(window, dtype=tf.int64)
+    first = tf.constant(np.r_[np.zeros(warmup), np.ones(window - warmup)].astype("float32"))
+
+    def batch(i):
+        index = (offsets[:, None] + i * window + steps[None, :]) % loop
+        weights = tf.where(i == 0, first, tf.ones_like(first))
+        return (tf.gather(series, index), tf.gather(series, index + 1),
+                tf.tile(weights[None], [batch_size, 1]))
+
+    return tf.data.Dataset.range(start_batch, 2 ** 62).map(batch).prefetch(2)
+
+
 # --- the registered dataset ---------------------------------------------------------------------
 
 def load_series(source="sine", path="", columns=None, layout="auto", missing="interpolate",
@@ -417,8 +460,10 @@ def load_series(source="sine", path="", columns=None, layout="auto", missing="in
 
 
 def make_dataset(values, window, batch_size, seed, start_batch=0, warmup=0,
-                 validation_fraction=0.1, test_fraction=0.2, source=""):
-    """Splits `values` by time, fits the scaling on the training part, returns the stream.
+                 validation_fraction=0.1, test_fraction=0.2, source="", streams=True):
+    """Splits `values` by time, fits the scaling on the training part, returns the stream:
+    `make_stream_dataset` (continuing streams, `streams=True`) or `make_window_dataset`
+    (independent random windows) over the scaled training part.
 
     Returns:
       `(dataset, meta)`: `make_window_dataset` over the scaled training part, and a dict with
@@ -429,8 +474,9 @@ def make_dataset(values, window, batch_size, seed, start_batch=0, warmup=0,
     train, validation, _ = split_by_time(values, validation_fraction, test_fraction)
     scaling = Scaling.fit(train)
     scaled = scaling.transform(values).astype("float32")
-    dataset = make_window_dataset(scaled[:len(train)], window, batch_size, seed,
-                                  start_batch=start_batch, warmup=warmup, source=source)
+    make = make_stream_dataset if streams else make_window_dataset
+    dataset = make(scaled[:len(train)], window, batch_size, seed, start_batch=start_batch,
+                   warmup=warmup, source=source)
     meta = {"scaling": scaling, "scaled": scaled, "train_end": len(train),
             "validation_end": len(train) + len(validation)}
     return dataset, meta

@@ -153,7 +153,8 @@ class TemporalMemoryCell(keras.layers.Layer):
         mask = tf.stop_gradient(rsm_ops.best_cell_mask(drive, active))             # [B, g, c]
         y = ops.reshape(mask * self.activation(a[:, :, None] + drive), (-1, self.units))
         if self.bptt_steps:
-            step = tf.stop_gradient(ops.mod(step + 1.0, float(self.bptt_steps)))
+            one, period = ops.cast(1, step.dtype), ops.cast(self.bptt_steps, step.dtype)
+            step = tf.stop_gradient(ops.mod(step + one, period))
         return TMStep(y, ops.reshape(mask, (-1, self.units)), [y, step])
 
     def call(self, inputs, states, training=False):
