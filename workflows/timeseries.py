@@ -35,6 +35,8 @@ import os
 
 import numpy as np
 
+from pagi_rsm.datasets.timeseries import LAYOUTS, MISSING
+from pagi_rsm.options import Option
 from pagi_rsm.workflows.workflow import Workflow
 
 HORIZONS = (1, 10, 25, 50, 100)
@@ -72,27 +74,51 @@ def errors(predictions, truth):
 class TimeseriesWorkflow(Workflow):
     """Trains a next-value predictor on a time series (see the module docstring).
 
-    Workflow options (besides the base class's):
-      source: "sine" (generated: length, frequency, phase, amplitude, noise, features) or
-        "file" (path, columns, layout, missing; see `pagi_rsm.datasets.timeseries.read_series`).
-      window, warmup, batch_size: steps per batch, unscored first steps (of each window, or
-        of the first batch with streams), windows per batch.
-      streams: True (default): the batches are `batch_size` continuing streams through the
-        training part and the component keeps their state across batches (its ``streams``
-        hparam is set to batch_size), so it learns to run indefinitely, as evaluation and
-        forecasting run it; False: independent random windows from the zero state.
-      validation_fraction, test_fraction: the split by time.
-      forecast_steps, forecast_starts, forecast_warmup: the free-running forecast.
-      lstm, lstm_units (0: matched to the component's parameter count), lstm_batches (0: the
-        run's batches): the LSTM baseline.
+    Its options are declared in `options` (listed in docs/options.md and by
+    ``pagi run --workflow=timeseries --help``). With ``streams`` (the default) the batches are
+    `batch_size` continuing streams through the training part and the component keeps their
+    state across batches, so it learns to run indefinitely, as evaluation and forecasting run
+    it; trained on independent windows from the zero state it drifts once a stream runs past
+    the window length (docs/deep_htm.md).
     """
 
     headline_metric = "test_mse"
     headline_mode = "min"
-    integer_options = Workflow.integer_options + (
-        ("length", 2), ("features", 1), ("window", 1), ("warmup", 0), ("batch_size", 1),
-        ("forecast_steps", 1), ("forecast_starts", 1), ("forecast_warmup", 1),
-        ("lstm_units", 0), ("lstm_batches", 0))
+    options = Workflow.options.extend(
+        Option("source", "sine", "the series: sine (generated) or file (path)",
+               choices=("sine", "file")),
+        Option("path", "", "the series file for source file (CSV or whitespace columns; "
+               "relative to the working directory)"),
+        Option("columns", None, "value column(s) of the file: a header name, an index, or a "
+               "list of them (null: the last column)", kind="any"),
+        Option("layout", "auto", "file layout (see pagi_rsm.datasets.timeseries.read_series)",
+               choices=LAYOUTS),
+        Option("missing", "interpolate", "missing values in the file", choices=MISSING),
+        Option("length", 4000, "steps of the generated sine", low=2),
+        Option("frequency", 0.025, "sine cycles per step", low=0.0, high=0.5, low_open=True),
+        Option("phase", 0.0, "sine phase at t = 0 (radians)"),
+        Option("amplitude", 1.0, "sine amplitude"),
+        Option("noise", 0.0, "standard deviation of Gaussian noise added to the sine", low=0.0),
+        Option("features", 1, "generated sines (features per step; frequencies equal)", low=1),
+        Option("window", 32, "time steps per training batch", low=1),
+        Option("warmup", 8, "unscored first steps (of each window; with streams, of the first "
+               "batch only)", low=0),
+        Option("batch_size", 16, "windows (streams) per batch", low=1),
+        Option("streams", True, "batches are continuing streams whose state the component "
+               "keeps (sets its streams hparam to batch_size); false: independent windows"),
+        Option("validation_fraction", 0.1, "validation part of the series (before the test "
+               "part)", low=0.0, high=1.0, high_open=True),
+        Option("test_fraction", 0.2, "held-out tail of the series", low=0.0, high=1.0,
+               high_open=True),
+        Option("forecast_steps", 100, "steps of each free-running forecast", low=1),
+        Option("forecast_starts", 8, "forecasts from this many points of the test part",
+               low=1),
+        Option("forecast_warmup", 64, "teacher-forced steps before each forecast", low=1),
+        Option("lstm", True, "train the LSTM baseline"),
+        Option("lstm_units", 0, "LSTM units (0: about the component's parameter count)",
+               low=0),
+        Option("lstm_batches", 0, "LSTM training batches (0: the run's batches)", low=0),
+    ).with_defaults(checkpoint_interval=250, image_interval=250, summary_interval=10)
 
     @classmethod
     def default_experiment_options(cls):
@@ -100,45 +126,18 @@ class TimeseriesWorkflow(Workflow):
                 "hparams_override": {}}
 
     @classmethod
-    def default_options(cls):
-        options = super().default_options()
-        options.update({
-            "source": "sine",
-            "path": "",
-            "columns": None,
-            "layout": "auto",
-            "missing": "interpolate",
-            "length": 4000,
-            "frequency": 0.025,
-            "phase": 0.0,
-            "amplitude": 1.0,
-            "noise": 0.0,
-            "features": 1,
-            "window": 32,
-            "warmup": 8,
-            "batch_size": 16,
-            "validation_fraction": 0.1,
-            "test_fraction": 0.2,
-            "forecast_steps": 100,
-            "forecast_starts": 8,
-            "forecast_warmup": 64,
-            "streams": True,
-            "lstm": True,
-            "lstm_units": 0,
-            "lstm_batches": 0,
-            "checkpoint_interval": 250,
-            "image_interval": 250,
-            "summary_interval": 10,
-        })
-        return options
+    def load_data_files(cls, config):
+        """Reads the series file (source file), so a missing or malformed file fails first."""
+        options = config.workflow_options
+        if options["source"] == "file":
+            from pagi_rsm.datasets.timeseries import read_series
+            read_series(options["path"], columns=options["columns"], layout=options["layout"],
+                        missing=options["missing"])
 
     @classmethod
     def complete_config(cls, config):
         """Checks the data options and derives ``input_dim`` (features per step)."""
         options = config.workflow_options
-        if options["source"] not in ("sine", "file"):
-            raise ValueError(f"workflow-options.source must be one of sine, file, got "
-                             f"{options['source']!r}")
         if options["source"] == "file" and not options["path"]:
             raise ValueError("workflow-options.path must name the series file when source is "
                              "'file'")
