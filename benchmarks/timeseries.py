@@ -62,6 +62,7 @@ def main():
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--jit_compile", action="store_true", help="XLA for the stream loop")
+    parser.add_argument("--stream_only", action="store_true", help="skip the training rates")
     parser.add_argument("--json", default=None, help="write the results to this file")
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
@@ -84,6 +85,10 @@ def main():
         step_fn, [tf.zeros([1, units]), tf.zeros([1, units])], inputs,
         jit_compile=args.jit_compile)
 
+    if args.stream_only:
+        for key, value in results.items():
+            print(f"{key:36s} {value:12.1f}")
+        return results
     dataset, _ = ts.make_dataset(ts.sine_wave(4000), window=args.window,
                                  batch_size=args.batch_size, seed=0)
     steps = args.batch_size * args.window

@@ -176,3 +176,14 @@ def test_keras_round_trip_and_bad_hparams(tmp_path, rng):
         DeepHTM(learning_rate=1e-3, final_learning_rate=1e-2)
     with pytest.raises(ValueError, match=r"inputs \[batch, time, input_dim=2\]"):
         DeepHTM(input_dim=2).build((None, None, 3))
+
+
+def test_compiled_stream_under_xla_equals_the_sequence_call(rng):
+    from pagi_rsm import generation
+    model = _small_model()
+    x = tf.constant(rng.normal(size=(1, 12, 2)).astype("float32"))
+    outputs, _ = generation.compiled_stream(model.step, jit_compile=True)(model.zero_state(1), x)
+    np.testing.assert_allclose(outputs.numpy(), model(x).numpy(), atol=1e-5)
+    free, _ = generation.compiled_free_run(model.step, jit_compile=True)(
+        model.zero_state(1), x[:, 0], 5)
+    assert free.shape == (1, 5, 2) and np.all(np.isfinite(free.numpy()))
