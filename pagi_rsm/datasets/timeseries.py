@@ -345,6 +345,23 @@ def split_by_time(values, validation_fraction, test_fraction):
 
 # --- the training stream --------------------------------------------------------------------------
 
+def _checked_stream_args(values, window, batch_size, warmup, source):
+    """`values` as float32 [T, D] after checking the training-stream arguments."""
+    check_int("window", window, 1)
+    check_int("batch_size", batch_size, 1)
+    check_int("warmup", warmup, 0)
+    if warmup >= window:
+        raise ValueError(f"warmup must be < window ({window}), got {warmup}")
+    values = np.asarray(values, "float32")
+    if values.ndim != 2:
+        raise ValueError(f"values must be [T, D], got shape {values.shape}")
+    if len(values) < window + 1:
+        raise ValueError(f"{source or 'the series'}: the training split has {len(values)} "
+                         f"steps, fewer than window + 1 = {window + 1}; shorten the window or "
+                         f"use a longer series")
+    return values
+
+
 def make_window_dataset(values, window, batch_size, seed, start_batch=0, warmup=0, source=""):
     """Endless batches of random windows of `values`, deterministic per batch index.
 
@@ -367,18 +384,7 @@ def make_window_dataset(values, window, batch_size, seed, start_batch=0, warmup=
     """
     import tensorflow as tf
 
-    check_int("window", window, 1)
-    check_int("batch_size", batch_size, 1)
-    check_int("warmup", warmup, 0)
-    if warmup >= window:
-        raise ValueError(f"warmup must be < window ({window}), got {warmup}")
-    values = np.asarray(values, "float32")
-    if values.ndim != 2:
-        raise ValueError(f"values must be [T, D], got shape {values.shape}")
-    if len(values) < window + 1:
-        raise ValueError(f"{source or 'the series'}: the training split has {len(values)} "
-                         f"steps, fewer than window + 1 = {window + 1}; shorten the window or "
-                         f"use a longer series")
+    values = _checked_stream_args(values, window, batch_size, warmup, source)
     series = tf.constant(values)
     starts_max = len(values) - window  # exclusive bound of a start
     offsets = tf.range(window)
@@ -408,18 +414,7 @@ def make_stream_dataset(values, window, batch_size, seed, start_batch=0, warmup=
     Args and returns: as `make_window_dataset` (row b of every batch is stream b).
     """
     import tensorflow as tf
-    check_int("window", window, 1)
-    check_int("batch_size", batch_size, 1)
-    check_int("warmup", warmup, 0)
-    if warmup >= window:
-        raise ValueError(f"warmup must be < window ({window}), got {warmup}")
-    values = np.asarray(values, "float32")
-    if values.ndim != 2:
-        raise ValueError(f"values must be [T, D], got shape {values.shape}")
-    if len(values) < window + 1:
-        raise ValueError(f"{source or 'the series'}: the training split has {len(values)} "
-                         f"steps, fewer than window + 1 = {window + 1}; shorten the window or "
-                         f"use a longer series")
+    values = _checked_stream_args(values, window, batch_size, warmup, source)
     series = tf.constant(values)
     loop = len(values) - 1
     offsets = np.random.default_rng(seed).integers(0, loop, size=batch_size)

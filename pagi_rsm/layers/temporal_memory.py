@@ -53,8 +53,8 @@ class TemporalMemoryCell(keras.layers.Layer):
         few active columns, same numbers).
       activation: φ, default "tanh".
       use_recurrent_bias: add b_r. Default True.
-      recurrent_initializer, bias_initializer: Keras initialisers (defaults Glorot-uniform
-        scaled to the sparse input: "glorot_uniform", "zeros").
+      recurrent_initializer, bias_initializer: Keras initialisers (defaults "glorot_uniform"
+        and "zeros").
 
     Call arguments (Keras RNN cell API, `call(inputs, states, training)`):
       inputs: `[B, columns]` spatial-pooler output.
