@@ -161,7 +161,7 @@ register("workflow", "associative_retrieval",
          "Associative retrieval (Ba et al. 2016 Table 1): fast weights vs LSTM/IRNN/RNN-LN")
 
 register("workflow", "timeseries", "pagi_rsm.workflows.timeseries:TimeseriesWorkflow",
-         "Next-value prediction of a time series (sine, sunspots, CO2): DeepHTM vs persistence, LSTM")
+         "Next-value prediction of a series (sine, sunspots, CO2): DeepHTM vs persistence, LSTM")
 
 register("component", "sequence_memory_stack",
          "pagi_rsm.components.sequence_memory_stack:SequenceMemoryStack",

@@ -10,7 +10,8 @@
 * `split_by_time`: train / validation / test as consecutive parts of the series.
 * `make_stream_dataset`: the training stream, B continuing streams through the training
   split, `window` steps per batch (the component keeps each stream's state across batches).
-* `make_window_dataset`: the alternative, batches of independent random windows of the training split
+* `make_window_dataset`: the alternative, batches of independent random windows of the
+  training split
   (inputs x[s:s+W], targets x[s+1:s+W+1], per-step weights that skip the first `warmup`
   steps), a pure function of (seed, batch index), so a resumed run sees the batches an
   uninterrupted one sees.

@@ -1,4 +1,4 @@
-"""`TemporalMemoryCell`: a differentiable HTM temporal memory for one time step (docs/deep_htm.md)."""
+"""`TemporalMemoryCell`: a differentiable HTM temporal memory, one step (docs/deep_htm.md)."""
 import collections
 
 import keras
