@@ -160,10 +160,19 @@ register("workflow", "associative_retrieval",
          "pagi_rsm.workflows.associative_retrieval:AssociativeRetrievalWorkflow",
          "Associative retrieval (Ba et al. 2016 Table 1): fast weights vs LSTM/IRNN/RNN-LN")
 
+register("workflow", "timeseries", "pagi_rsm.workflows.timeseries:TimeseriesWorkflow",
+         "Next-value prediction of a series (sine, sunspots, CO2): DeepHTM vs persistence, LSTM")
+
 register("component", "sequence_memory_stack",
          "pagi_rsm.components.sequence_memory_stack:SequenceMemoryStack",
          "RSM layers + predictor with local, immediate learning in its own train_step",
          options="pagi_rsm.hparams.sequence_memory_stack:OPTIONS")
+
+register("component", "deep_htm", "pagi_rsm.components.deep_htm:DeepHTM",
+         "HTM as one differentiable function: encoder, k-winner SP, TM, decoder (BPTT)")
+
+register("dataset", "timeseries", "pagi_rsm.datasets.timeseries:make_dataset",
+         "Windows of a sine wave or a CSV / whitespace series file, scaled, split by time")
 
 register("dataset", "grammar", "pagi_rsm.datasets.grammar:make_grammar_dataset",
          "Generated grammar strings (embedded Reber by default) rendered as MNIST glyphs, "

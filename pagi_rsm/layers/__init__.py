@@ -17,6 +17,8 @@ from pagi_rsm.layers.fast_weights import FastWeightsCell  # noqa: E402
 __all__ += ["FastWeightsCell"]
 from pagi_rsm.layers.layer_norm_gru import LayerNormGRUCell  # noqa: E402
 __all__ += ["LayerNormGRUCell"]
+from pagi_rsm.layers.temporal_memory import TemporalMemoryCell  # noqa: E402
+__all__ += ["TemporalMemoryCell"]
 
 
 def __getattr__(name):

@@ -107,6 +107,19 @@ def group_cell_mask(rho, k):
     """
     group_scores = tf.reduce_max(rho, axis=-1)
     group_mask = top_k_mask(group_scores, k)
+    return best_cell_mask(rho, group_mask)
+
+
+def best_cell_mask(rho, group_mask):
+    """The best cell (argmax over the last axis, lower index on exact ties) of each active group.
+
+    Args:
+      rho: ranking scores [B, g, c].
+      group_mask: [B, g], 1 where the group is active, 0 elsewhere (same dtype as `rho`).
+
+    Returns:
+      Binary mask [B, g, c]: one cell in each active group, none in the others.
+    """
     best_cell = tf.one_hot(tf.argmax(rho, axis=-1), tf.shape(rho)[-1], dtype=rho.dtype)
     return best_cell * group_mask[..., None]
 

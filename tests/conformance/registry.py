@@ -62,6 +62,15 @@ def _small_integers(shape):
     return lambda rng, b: rng.integers(-2, 3, size=(b,) + tuple(shape))
 
 
+def _k_sparse(shape, k):
+    """Inputs with exactly k non-zero (normal) entries in the last axis, like k-winners' output."""
+    def make(rng, b):
+        x = rng.standard_normal((b,) + tuple(shape))
+        keep = np.argsort(rng.random(x.shape), axis=-1) < k
+        return np.where(keep, x, 0.0)
+    return make
+
+
 # Add one entry per layer configuration worth checking (e.g. both `local` modes of KWinners2D).
 ENTRIES = [
     # --- sparse weights (pagi_rsm/layers/sparse_weights.py) ---
@@ -93,10 +102,18 @@ ENTRIES = [
           input_shape=(4, 6, 6, 2), rnn=True, make_inputs=_uniform((4, 6, 6, 2))),
     Entry("conv_rsm_sparse_boost",
           lambda: _pagi().ConvRSM(groups=5, cells_per_group=2, active_groups=2, kernel_size=(3, 2),
-                                  strides=(2, 1), boost_factor=1.0, recurrent_path="sparse",
+                                  strides=(2, 1), boost_strength=1.0, recurrent_path="sparse",
                                   use_recurrent_bias=True, use_input_bias=True,
                                   output_decoding=True),
           input_shape=(4, 5, 4, 3), rnn=True, make_inputs=_uniform((4, 5, 4, 3))),
+    # --- temporal memory (pagi_rsm/layers/temporal_memory.py) ---
+    Entry("temporal_memory_dense_bptt2",
+          lambda: _pagi().TemporalMemoryCell(cells_per_column=3, bptt_steps=2),
+          input_shape=(5, 6), rnn=True, make_inputs=_k_sparse((5, 6), 2)),
+    Entry("temporal_memory_sparse",
+          lambda: _pagi().TemporalMemoryCell(cells_per_column=2, active_columns=2,
+                                             recurrent_path="sparse"),
+          input_shape=(5, 6), rnn=True, make_inputs=_k_sparse((5, 6), 2)),
     # --- fast weights (pagi_rsm/layers/fast_weights.py) ---
     Entry("fast_weights_explicit",
           lambda: _pagi().FastWeightsCell(6, implementation="explicit", inner_steps=2),
