@@ -61,6 +61,7 @@ def load_run(summary_dir, checkpoint_dir=None):
 
     Raises:
       FileNotFoundError: `summary_dir` has no definition.yaml, or there is no checkpoint.
+      ValueError: the checkpoint lacks a weight of the component (another version's run).
     """
     import keras
     import tensorflow as tf
@@ -99,8 +100,13 @@ def load_run(summary_dir, checkpoint_dir=None):
     batch = workflow.restore(model)
     # Workflow.restore tolerates a partial match (a resumed run may add state); here every
     # weight of the component must come from the checkpoint.
-    tf.train.Checkpoint(**Workflow.checkpoint_items(workflow, model)).restore(
-        latest).assert_existing_objects_matched()
+    try:
+        tf.train.Checkpoint(**Workflow.checkpoint_items(workflow, model)).restore(
+            latest).assert_existing_objects_matched()
+    except AssertionError as e:
+        raise ValueError(f"the checkpoint {latest} does not hold every weight of the component "
+                         f"that {path} builds (was it written by another version of "
+                         f"pagi-rsm?): {e}") from None
     return LoadedRun(config=config, model=model, workflow=workflow, batch=batch,
                      checkpoint=latest, summary_dir=summary_dir, checkpoint_dir=checkpoint_dir,
                      results=results)
