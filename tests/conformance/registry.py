@@ -52,6 +52,11 @@ def _pagi():
     return layers
 
 
+def _rectifier():
+    import pagi_rsm.components.gan_rectifier as gan_rectifier
+    return gan_rectifier
+
+
 def _small_integers(shape):
     """Inputs in {-2, ..., 2}: many exact ties (zeros stay tied after the harness' Scale)."""
     return lambda rng, b: rng.integers(-2, 3, size=(b,) + tuple(shape))
@@ -105,4 +110,12 @@ ENTRIES = [
     Entry("kwinners2d_global_break_ties",
           lambda: _pagi().KWinners2D(percent_on=0.1, local=False, break_ties=True),
           input_shape=(4, 4, 8), make_inputs=_small_integers((4, 4, 8))),
+    # --- GAN rectifier generator (components/gan_rectifier.py; the discriminator takes two
+    # inputs and the GANRectifier model trains itself, so they are tested in
+    # tests/test_gan_rectifier.py) ---
+    Entry("rectifier_generator",
+          lambda: _rectifier().RectifierGenerator(encoder_filters=(4, 8, 8),
+                                                  decoder_filters=(8, 4), kernel_size=3,
+                                                  seed=1),
+          input_shape=(8, 8, 1), make_inputs=_uniform((8, 8, 1))),
 ]
