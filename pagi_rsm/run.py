@@ -6,7 +6,8 @@ default in ``checkpoints/``). `load_run` reads the definition, builds the compon
 the workflow did and restores the latest checkpoint into it: the weights, the optimizer state
 and the stream state (a stream component continues where training left off).
 
-Example (the README's main job):
+For example, after the README's main job
+(`pagi run --workflow=grammar --summary_dir=runs/grammar-main`):
 
 ```python
 import pagi_rsm

@@ -36,9 +36,16 @@ class BatchMetrics(keras.callbacks.Callback):
         NaN when the window holds no finite value).
 
     Example:
-      >>> metrics = BatchMetrics(window=100)
-      >>> model.fit(ds, steps_per_epoch=500, epochs=4, callbacks=[clock, metrics, summaries])
-      >>> metrics.window_logs["loss"]   # mean loss of the last 100 batches
+    ```python
+    import keras
+    import numpy as np
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x, y = np.random.rand(64, 4).astype("float32"), np.ones((64, 1), "float32")
+    metrics = BatchMetrics(window=3)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[metrics])
+    print(metrics.window_logs["loss"])   # mean loss of the last 3 batches, each alone
+    ```
     """
 
     def __init__(self, window=100):
