@@ -30,9 +30,9 @@ What a run reports:
   `summary_window` batches (the window is checkpointed), every `summary_interval` batches: the
   curves do not depend on `checkpoint_interval`; every `image_interval` batches the
   component's images and histograms (its optional ``write_summaries(step, batch)`` hook;
-  without one, a histogram of every weight, ``weights/<path>``); the resolved definition as the text ``definition``; HParams (the swept
-  values in a sweep, else the seed, the batch limit and the hparams that differ from the
-  component's defaults).
+  without one, a histogram of every weight, ``weights/<path>``); the resolved definition as the
+  text ``definition``; HParams (the swept values in a sweep, else the seed, the batch limit and
+  the hparams that differ from the component's defaults).
 - A progress line with the headline metric (`headline_metric`).
 - ``results.json`` in ``summary_dir`` (status, headline metric, final metrics (the last
   batch's, and their window means), options, versions, wall time) and a final one-screen
