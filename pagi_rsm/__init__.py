@@ -16,7 +16,7 @@ import sys
 __version__ = "0.2.0"
 
 _SUBMODULES = ("callbacks", "layers", "metrics")
-_RUN = {"load_run": "pagi_rsm.run"}
+_RUN = {"load_run": "pagi_rsm.run", "LoadedRun": "pagi_rsm.run"}
 # The names `pagi_rsm.layers` exports (tests/test_package.py keeps this list equal to its
 # __all__), so that looking one up never imports Keras for a name that is not a layer.
 _LAYER_NAMES = ("SparseDense", "SparseConv2D", "KWinners", "KWinners2D", "RSMCell",

@@ -240,36 +240,120 @@ def test_definitions_resolve(name):
         assert len(configs) == 1 and configs[0].hparams["units"] == int(name[1:-5])
 
 
-# ---- the plain training function and the table ----
+def _scalars(directory, tag):
+    import tensorflow as tf
+    values = []
+    for path in sorted(pathlib.Path(directory).glob("events.out.tfevents*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for v in event.summary.value:
+                if v.tag == tag:
+                    values.append((event.step, float(tf.make_ndarray(v.tensor))))
+    return values
 
-def test_train_retrieval_and_tables(tmp_path):
+
+def _run(raw, summary_dir):
+    from pagi_rsm import definitions
+    from pagi_rsm.workflows.workflow import run_all
+    return run_all(definitions.resolve(raw, source="tiny"), summary_dir=str(summary_dir))
+
+
+def test_best_validation_weights_and_tables(tmp_path):
+    import json
+
+    import keras
+
     from pagi_rsm.workflows import associative_retrieval as wf
-    splits = ar.load_splits(4, seed=0, train_size=300, validation_size=40, test_size=50)
-    result = wf.train_retrieval("rnn_ln", 4, steps=20, batch_size=16, eval_interval=10,
-                                splits=splits, jit_compile=False, unroll=False,
-                                steps_per_execution=5, log=None)
-    assert result["steps_run"] == 20 and [h["step"] for h in result["history"]] == [10, 20]
-    best = min(result["history"], key=lambda h: h["val_error"])
-    assert result["validation_error"] == best["val_error"] and result["best_step"] == best["step"]
-    # The reported test error is that of the best-validation weights (restored in the model).
-    assert result["test_error"] == wf.error_rate(result["model"], *splits["test"])
-    assert 0.0 <= result["test_error"] <= 1.0
-    rows = [dict(result, model=None),
-            {"kind": "fast_weights", "units": 50, "test_error": 0.0123},
-            {"kind": "fast_weights", "units": 4, "test_error": 0.5}]
+    raw = _tiny()
+    raw["experiment-options"].update(batches=20)
+    raw["experiment-options"]["hparams_override"]["kind"] = "rnn_ln"
+    raw["workflow-options"]["checkpoint_interval"] = 10
+    [result] = _run(raw, tmp_path / "a")
+    evaluation = result["evaluation"]
+    history = _scalars(tmp_path / "a", "validation/error")
+    assert [step for step, _ in history] == [10, 20]
+    best_step, best_error = min(history, key=lambda h: h[1])
+    assert evaluation["best_batch"] == best_step
+    assert evaluation["validation_error"] == pytest.approx(best_error, abs=1e-6)  # float32
+    # The reported test error is that of the best-validation weights, which model.keras holds.
+    splits = ar.load_splits(4, seed=3, train_size=200, validation_size=50, test_size=60)
+    model = keras.saving.load_model(tmp_path / "a" / "model.keras")
+    assert evaluation["test_error"] == wf.error_rate(model, *splits["test"])
+    assert 0.0 <= evaluation["test_error"] <= 1.0
+    rows = wf._table_rows([str(tmp_path / "a")])
+    assert [(r["kind"], r["units"], r["best_step"]) for r in rows] == [("rnn_ln", 4, best_step)]
+    rows += [{"kind": "fast_weights", "units": 50, "test_error": 0.0123},
+             {"kind": "fast_weights", "units": 4, "test_error": 0.5}]
     table = wf.format_table(rows)
     lines = table.splitlines()
     assert lines[0] == "| model | R=4 | R=50 |"
     assert lines[2] == "| Fast weights (RNN-LN-FW) | 50.00% | 1.23% (paper 0%) |"
-    assert lines[3] == f"| RNN-LN | {100 * result['test_error']:.2f}% | - |"
-    for name, part in (("a", rows[:1]), ("b", rows[1:])):
-        (tmp_path / name).mkdir()
-        with open(tmp_path / name / "results.json", "w") as f:
-            import json
-            json.dump([{k: v for k, v in r.items() if k != "model"} for r in part], f)
+    assert lines[3] == f"| RNN-LN | {100 * evaluation['test_error']:.2f}% | - |"
+    # merge_tables: a run directory and a sweep directory (its trials' results.json).
+    on_disk = json.loads((tmp_path / "a" / "results.json").read_text())
+    for trial, row in (("trial_000", rows[1]), ("trial_001", rows[2])):
+        (tmp_path / "b" / trial).mkdir(parents=True)
+        on_disk["options"]["experiment-options"]["hparams_override"].update(
+            kind=row["kind"], units=row["units"])
+        on_disk["evaluation"]["test_error"] = row["test_error"]
+        (tmp_path / "b" / trial / "results.json").write_text(json.dumps(on_disk))
     merged = wf.merge_tables([str(tmp_path / "a"), str(tmp_path / "b")], str(tmp_path / "all"))
     assert len(merged) == 3
     assert (tmp_path / "all" / "table.md").read_text().endswith(table + "\n")
     with open(tmp_path / "all" / "table.csv") as f:
         csv_rows = list(csv.DictReader(f))
     assert [r["test_error_percent"] for r in csv_rows[1:]] == ["1.23", "50.0"]
+
+
+def test_validation_target_stops_the_run(tmp_path):
+    # Any error is <= 1.0: the first validation (batch 4) meets the target and ends the run; the
+    # base loop must not call fit again (it did, until a stop went through TargetStop).
+    raw = _tiny()
+    raw["experiment-options"]["batches"] = 12
+    raw["workflow-options"]["target_validation_error"] = 1.0
+    [result] = _run(raw, tmp_path / "run")
+    assert result["status"] == "target_reached", result["message"]
+    assert result["batches"] == 4
+    assert "validation error reached" in result["message"] and "at batch 4" in result["message"]
+    assert result["last_checkpoint"].endswith("ckpt-4")
+    assert [s for s, _ in _scalars(tmp_path / "run", "validation/error")] == [4]
+
+
+def test_best_weights_survive_a_resume(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from pagi_rsm.callbacks.best_weights import BestWeights
+
+    # Unit: the best weights come back from a checkpoint into a fresh holder.
+    def model():   # same names, so the same weight paths
+        return keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")], name="m")
+    a = model()
+    best = BestWeights(a)
+    first = [w.numpy().copy() for w in a.weights]
+    assert best.offer(0.3, 10, a) and not best.offer(0.5, 20, a) and not best.offer(
+        float("nan"), 30, a)
+    for w in a.weights:
+        w.assign(w.numpy() + 1.0)
+    path = tf.train.Checkpoint(best=best.checkpoint_items()).save(str(tmp_path / "ckpt"))
+    b = model()
+    again = BestWeights(b)
+    tf.train.Checkpoint(best=again.checkpoint_items()).restore(path).assert_consumed()
+    assert (again.score, again.batch) == (0.3, 10)
+    assert again.restore_into(b)
+    for w, value in zip(b.weights, first):
+        np.testing.assert_array_equal(w.numpy(), value)
+    assert not BestWeights(b).restore_into(b)   # nothing offered yet: nothing changes
+
+    # The workflow: a run cut at batch 8 and extended to 16 reports what an uninterrupted one does.
+    raw = _tiny()
+    raw["experiment-options"]["batches"] = 16
+    [full] = _run(raw, tmp_path / "full")
+    raw["experiment-options"]["batches"] = 8
+    _run(raw, tmp_path / "cut")
+    reader = tf.train.load_checkpoint(str(tmp_path / "cut" / "checkpoints" / "ckpt-8"))
+    assert reader.get_tensor("best_validation/batch/.ATTRIBUTES/VARIABLE_VALUE") in (4, 8)
+    raw["experiment-options"]["batches"] = 16
+    [resumed] = _run(raw, tmp_path / "cut")
+    assert resumed["resumed_from"] == 8
+    for key in ("best_batch", "validation_error", "test_error", "final_test_error"):
+        assert resumed["evaluation"][key] == full["evaluation"][key], key

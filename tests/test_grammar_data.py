@@ -214,6 +214,26 @@ def test_render_same_uses_shipped_first_exemplars():
     assert el["inputs"].numpy().max() <= 1.0
 
 
+def test_encode_string_renders_as_the_dataset():
+    # The dataset's rendering of stream 0's first string equals encode_string of its symbols.
+    for render in ("onehot", "same"):
+        ds, meta = gr.make_grammar_dataset(batch_size=1, chunk_length=5, render=render, seed=3)
+        el = next(iter(ds))
+        text = "".join(meta.symbols[c] for c in el["labels"].numpy()[0])
+        data = gr.encode_string(text, render=render)
+        np.testing.assert_array_equal(data["inputs"], el["inputs"].numpy())
+        np.testing.assert_array_equal(data["reset"], [[1, 0, 0, 0, 0]])
+    # "random" is drawn with the shipped exemplars, as "same".
+    np.testing.assert_array_equal(gr.encode_string("BTE", render="random")["inputs"],
+                                  gr.encode_string("BTE", render="same")["inputs"])
+    for bad in ("", "BTQ"):
+        with pytest.raises(ValueError, match="text must be a non-empty string of the grammar's "
+                                             "symbols BEPSTVX"):
+            gr.encode_string(bad)
+    with pytest.raises(ValueError, match="render must be one of"):
+        gr.encode_string("BT", render="pixels")
+
+
 def test_render_random_draws_exemplars_of_the_right_digit(shared_data):
     images, labels = mnist.load_idx(shared_data / "mnist", "train")
     kwargs = dict(batch_size=8, chunk_length=12, render="random", seed=21,

@@ -332,3 +332,61 @@ def test_progress_line_shows_headline_and_loss():
     assert lines[-1].startswith("batch 4/4 [####################] 100%")
     assert "test_state_accuracy 0.7500" in lines[-1] and "loss 1.5000" in lines[-1]
     assert "x 2" not in lines[-1]
+
+
+def _scalar_series(directory):
+    """{tag: [(step, value), ...]} of every train* scalar in `directory`'s event files."""
+    from tensorboard.backend.event_processing import event_accumulator as ea
+    acc = ea.EventAccumulator(str(directory), size_guidance={ea.TENSORS: 0})
+    acc.Reload()
+    return {tag: [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+            for tag in acc.Tags()["tensors"] if tag.startswith("train")}, acc
+
+
+def test_scalars_do_not_depend_on_the_checkpoint_interval(tmp_path):
+    # Per-batch values and a 3-batch window: the same series whatever the epoch length (a
+    # Keras epoch is a checkpoint interval), and a run resumed at batch 6 continues them.
+    options = {"summary_window": 3}
+    run_toy(tmp_path, "two", batches=10, options={**options, "checkpoint_interval": 2})
+    run_toy(tmp_path, "five", batches=10, options={**options, "checkpoint_interval": 5})
+    run_toy(tmp_path, "cut", batches=6, options={**options, "checkpoint_interval": 2})
+    run_toy(tmp_path, "cut", batches=10, options={**options, "checkpoint_interval": 2})
+    two, acc = _scalar_series(tmp_path / "two")
+    five, _ = _scalar_series(tmp_path / "five")
+    cut, _ = _scalar_series(tmp_path / "cut")
+    assert set(two) == {"train/loss", "train/accuracy", "train_window/loss",
+                        "train_window/accuracy"}
+    assert two == five and two == cut
+    loss = [v for _, v in two["train/loss"]]
+    window = [v for _, v in two["train_window/loss"]]
+    assert [s for s, _ in two["train/loss"]] == list(range(1, 11))
+    # The window is the mean of the last 3 per-batch values (float32 in the event file).
+    np.testing.assert_allclose(window, [np.mean(loss[max(i - 2, 0):i + 1]) for i in range(10)],
+                               rtol=1e-6)
+    assert len(set(loss)) == 10   # per-batch values, not a running mean that repeats
+    assert "last 3 training batches" in acc.SummaryMetadata("train_window/loss").summary_description
+    assert "batch alone" in acc.SummaryMetadata("train/loss").summary_description
+
+
+def test_any_callback_stop_ends_the_run(tmp_path):
+    # A plain Keras callback that sets model.stop_training at batch 7 (checkpoints every 5): the
+    # run ends there with status target_reached; the loop does not call fit again.
+    import keras
+
+    class StopAt7(keras.callbacks.Callback):
+        def __init__(self, clock):
+            super().__init__()
+            self.clock = clock
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.clock.batch == 7:
+                self.model.stop_training = True
+
+    config = toy_config(tmp_path, batches=20)
+    workflow = config.workflow_class(config)
+    workflow.extra_callbacks = lambda: [StopAt7(workflow.clock)]
+    results = workflow.run()
+    assert results["status"] == "target_reached" and results["batches"] == 7
+    assert results["message"] == "a callback stopped training at batch 7"
+    assert results["last_checkpoint"].endswith("ckpt-7")
+    assert (tmp_path / "run" / "model.keras").exists()

@@ -14,6 +14,7 @@ def run(self):
     self.restore(model)                            # weights, stream state, optimizer state
     training = self.train(model, dataset, start)   # model.fit with the run's callbacks
     evaluation = self.evaluate(model, training)
+    self.save_component(model, training)           # model.keras beside results.json
     return self.report(training, evaluation)       # results.json + one-screen summary
 ```
 
@@ -23,27 +24,36 @@ built) ``model.build(shapes)`` with the dataset's element shapes (a dict such as
 
 What a run reports:
 
-- TensorBoard (in ``summary_dir``): every logged metric as the scalar ``train/<name>`` each
-  batch; every `image_interval` batches the component's images and histograms (its optional
-  ``write_summaries(step, batch)`` hook; without one, a histogram of every weight,
-  ``weights/<path>``); the resolved definition as the text ``definition``; HParams (the swept
-  values in a sweep, else the seed, the batch limit and the hparams that differ from the
-  component's defaults).
+- TensorBoard (in ``summary_dir``): every logged metric as the scalar ``train/<name>``, the
+  value of that batch alone (`pagi_rsm.callbacks.batch_metrics.BatchMetrics` resets the Keras
+  trackers before each batch), and ``train_window/<name>``, its mean over the last
+  `summary_window` batches (the window is checkpointed), every `summary_interval` batches: the
+  curves do not depend on `checkpoint_interval`; every `image_interval` batches the
+  component's images and histograms (its optional ``write_summaries(step, batch)`` hook;
+  without one, a histogram of every weight, ``weights/<path>``); the resolved definition as the
+  text ``definition``; HParams (the swept values in a sweep, else the seed, the batch limit and
+  the hparams that differ from the component's defaults).
 - A progress line with the headline metric (`headline_metric`).
-- ``results.json`` in ``summary_dir`` (status, headline metric, final metrics, options,
-  versions, wall time) and a final one-screen summary.
+- ``results.json`` in ``summary_dir`` (status, headline metric, final metrics (the last
+  batch's, and their window means), options, versions, wall time) and a final one-screen
+  summary.
+- ``model.keras`` in ``summary_dir``: the trained component (`save_component`);
+  ``pagi_rsm.load_run(summary_dir)`` gives the resolved options and the component restored from
+  the latest checkpoint.
 - Checkpoints (``tf.train.CheckpointManager``) every `checkpoint_interval` batches and at the
   end, holding the component's variables (stream state included), its optimizers and the run's
   batch counter. A run started again with the same ``checkpoint`` directory resumes from the
   latest checkpoint and rebuilds its dataset from that batch, so a run killed (even with
-  SIGKILL) and resumed ends with the same metrics as one never interrupted. Keras epochs are
-  checkpoint intervals, so per-epoch metric averages restart exactly where they did.
+  SIGKILL) and resumed ends with the same metrics as one never interrupted. (A Keras epoch is
+  one checkpoint interval; no logged metric depends on it.)
+- Early stops: any callback that requests a stop (a `TargetStop`; the `stop_metric` option's
+  `StopAtTarget`) ends the run with status "target_reached".
 - A non-finite loss stops the run with a message naming the loss; no checkpoint is written after
   it, so the last good one stays the latest. Status "nan", exit code 3 from the CLI.
 
 Subclasses set `headline_metric`, their defaults (`default_experiment_options`), declare their
-options (`options`, extending the base class's) and implement `build_dataset`; anything else the recipe does not need to
-show lives in the component or the library.
+options (`options`, extending the base class's) and implement `build_dataset`; anything else the
+recipe does not need to show lives in the component or the library.
 
 Example:
 
@@ -74,6 +84,7 @@ from pagi_rsm.options import Option, Options
 RESULTS_FILE = "results.json"
 RUN_INFO_FILE = "run.json"
 DEFINITION_FILE = "definition.yaml"
+MODEL_FILE = "model.keras"
 
 STATUS_EXIT_CODES = {"completed": 0, "target_reached": 0, "nan": 3, "dataset_exhausted": 4}
 
@@ -127,9 +138,11 @@ class Workflow:
 
     options = Options(
         Option("checkpoint_interval", 500, "batches between checkpoints (also the length of a "
-               "Keras epoch); 0: only at the end", low=0),
+               "Keras epoch, which no logged metric depends on); 0: only at the end", low=0),
         Option("max_to_keep", 3, "checkpoints kept on disk", low=1),
         Option("summary_interval", 1, "batches between scalar summaries", low=1),
+        Option("summary_window", 100, "batches in the moving window of the train_window/<metric> "
+               "scalars (train/<metric> is each batch alone)", low=1),
         Option("image_interval", 500, "batches between weight histograms and component images; "
                "0: never", low=0),
         Option("stop_metric", "", "stop early once this logged metric reaches stop_target "
@@ -195,6 +208,8 @@ class Workflow:
         self._started = None
         self._wall_base = 0.0  # wall time of the earlier processes of a resumed run
         self.clock = None
+        self.batch_metrics = None
+        self.model_file = None
 
     @property
     def hparams(self):
@@ -225,6 +240,7 @@ class Workflow:
         self.restore(model)
         training = self.train(model, dataset, start)
         evaluation = self.evaluate(model, training)
+        self.save_component(model, training)
         return self.report(training, evaluation)
 
     # --- steps ------------------------------------------------------------------------------------
@@ -360,7 +376,9 @@ class Workflow:
         """
         import tensorflow as tf
         self._run_state = {"batch": tf.Variable(0, dtype=tf.int64, trainable=False),
-                           "wall_time": tf.Variable(0.0, dtype=tf.float64, trainable=False)}
+                           "wall_time": tf.Variable(0.0, dtype=tf.float64, trainable=False),
+                           # the train_window/* scalars' window (BatchMetrics.get_state)
+                           "metric_window": tf.Variable("", dtype=tf.string, trainable=False)}
         self.checkpoint = tf.train.Checkpoint(run_state=self._run_state,
                                               **self.checkpoint_items(model))
         save_dir = self.checkpoint_dir
@@ -378,7 +396,9 @@ class Workflow:
         return self.resumed_from
 
     def extra_callbacks(self):
-        """More Keras callbacks for `fit`, placed after the run's own; `self.clock` (the run's
+        """More Keras callbacks for `fit`: placed after the run's clock, `BatchMetrics` and NaN
+        guard and before its checkpoint saver (what they change at a checkpoint batch is in that
+        checkpoint), summaries, early stop and progress line. `self.clock` (the run's
         `RunClock`) is set when this is called. Default: none."""
         return []
 
@@ -387,19 +407,29 @@ class Workflow:
 
         Returns:
           A dict: status ("completed", "target_reached", "nan", "dataset_exhausted"), batches
-          (trained so far, resumed ones included), logs (the last batch's metrics), message,
-          checkpoint (the latest checkpoint path).
+          (trained so far, resumed ones included), logs (the last batch's metrics, of that batch
+          alone), window_logs (their means over the last `summary_window` batches), message,
+          checkpoint (the latest checkpoint path), nan_loss.
+
+        Early stops have one mechanism: any callback that sets ``model.stop_training`` before
+        the batch limit (a `pagi_rsm.callbacks.stop_at_target.TargetStop`, such as the
+        `stop_metric` option's `StopAtTarget`, says why) ends the run with status
+        "target_reached"; the loop does not call `fit` again.
         """
+        from pagi_rsm.callbacks.batch_metrics import BatchMetrics
         from pagi_rsm.callbacks.nan_guard import NaNGuard
         from pagi_rsm.callbacks.periodic_checkpoint import PeriodicCheckpoint
         from pagi_rsm.callbacks.progress import HeadlineProgress
         from pagi_rsm.callbacks.run_clock import RunClock
-        from pagi_rsm.callbacks.stop_at_target import StopAtTarget
+        from pagi_rsm.callbacks.stop_at_target import StopAtTarget, TargetStop
         from pagi_rsm.callbacks.tensorboard_summaries import BatchSummaries
 
         options = self.options
         interval = options["checkpoint_interval"]
         clock = self.clock = RunClock(start=start_batch, limit=self.batches)
+        metrics = self.batch_metrics = BatchMetrics(options["summary_window"])
+        if self._run_state is not None:
+            metrics.set_state(self._run_state["metric_window"].numpy().decode())
         guard = NaNGuard(clock)
         saver = PeriodicCheckpoint(self.manager, clock, interval, guard=guard,
                                    before_save=self._store_run_state)
@@ -407,22 +437,21 @@ class Workflow:
         summary_batch = None
         if callable(hook) and options["image_interval"] and start_batch < self.batches:
             summary_batch = next(iter(self.build_dataset(start_batch=start_batch)))
-        callbacks = [clock, guard, saver,
+        # The workflow's own callbacks come before the saver: what they change at a checkpoint
+        # batch is in that checkpoint.
+        callbacks = [clock, metrics, guard, *self.extra_callbacks(), saver,
                      BatchSummaries(self.writer, clock, options["summary_interval"],
-                                    options["image_interval"], summary_batch)]
-        stop = None
+                                    options["image_interval"], summary_batch, window=metrics)]
         if options["stop_metric"]:
-            stop = StopAtTarget(options["stop_metric"], options["stop_target"],
-                                options["stop_mode"], options["stop_window"],
-                                options["stop_window_metric"], clock=clock)
-            callbacks.append(stop)
+            callbacks.append(StopAtTarget(options["stop_metric"], options["stop_target"],
+                                          options["stop_mode"], options["stop_window"],
+                                          options["stop_window_metric"], clock=clock))
         if options["progress"] and self.is_chief:
             callbacks.append(HeadlineProgress(clock, self.batches, self.headline_metric))
-        callbacks += list(self.extra_callbacks())
 
         self._write_run_summaries(start_batch)
         epoch = interval or self.batches
-        status = "completed"
+        status, message = "completed", None
         while clock.batch < self.batches:
             batch = clock.batch
             if batch % epoch:  # resumed off the epoch grid: finish this epoch first
@@ -432,31 +461,32 @@ class Workflow:
             data = dataset if batch == start_batch else self.build_dataset(start_batch=batch)
             model.fit(data, steps_per_epoch=steps, epochs=epochs, verbose=0, shuffle=False,
                       callbacks=callbacks)
+            # One early-stop mechanism: a stop requested by any callback before the batch limit
+            # (a `TargetStop` with its message, or any callback setting model.stop_training)
+            # ends the run; `fit` is not called again.
             if guard.tripped:
-                status = "nan"
+                status, message = "nan", guard.message
                 break
-            if stop is not None and stop.reached:
+            reached = [c for c in callbacks if isinstance(c, TargetStop) and c.reached]
+            if reached:
+                status, message = "target_reached", reached[0].message
+                break
+            if model.stop_training and not clock.done:
                 status = "target_reached"
+                message = f"a callback stopped training at batch {clock.batch}"
                 break
             if clock.batch == batch:
-                status = "dataset_exhausted"
+                status, message = "dataset_exhausted", (f"the dataset ended after {clock.batch} "
+                                                        f"batches")
                 break
+        if status == "completed":
+            message = f"trained {clock.batch} batches"
         if status != "nan":
             saver.save()
         self.writer.flush()
-        if status == "nan":
-            message = guard.message
-        elif status == "target_reached":
-            message = (f"{options['stop_metric']} reached {stop.value:.4f} "
-                       f"({'>=' if options['stop_mode'] == 'max' else '<='} "
-                       f"{options['stop_target']}) at batch {stop.batch}")
-        elif status == "dataset_exhausted":
-            message = f"the dataset ended after {clock.batch} batches"
-        else:
-            message = f"trained {clock.batch} batches"
         return {"status": status, "batches": clock.batch, "logs": dict(clock.logs),
-                "message": message, "checkpoint": self.manager.latest_checkpoint,
-                "nan_loss": guard.loss_name}
+                "window_logs": dict(metrics.window_logs), "message": message,
+                "checkpoint": self.manager.latest_checkpoint, "nan_loss": guard.loss_name}
 
     def evaluate(self, model, training):
         """Evaluates after training. Returns a dict of metrics (may be empty).
@@ -477,6 +507,28 @@ class Workflow:
                 tf.summary.scalar(f"eval/{k}", v, step=training["batches"])
         self.writer.flush()
         return results
+
+    def save_component(self, model, training):
+        """Saves the trained component as ``<summary_dir>/model.keras`` (chief only).
+
+        The file holds the model as `evaluate` left it: the last weights (those of the latest
+        checkpoint, stream state included), unless the workflow's `evaluate` chose others (the
+        associative-retrieval workflow restores the best-validation weights). After a NaN stop
+        the latest (last good) checkpoint is restored into the model first; without one
+        nothing is saved. Load it with ``keras.saving.load_model`` or, with the run's options
+        and its latest checkpoint, `pagi_rsm.load_run`.
+        """
+        self.model_file = None
+        if not self.is_chief:
+            return None
+        if training["status"] == "nan":
+            if training["checkpoint"] is None:
+                return None
+            self.checkpoint.restore(training["checkpoint"]).expect_partial()
+        path = os.path.join(self.summary_dir, MODEL_FILE)
+        model.save(path)
+        self.model_file = os.path.abspath(path)
+        return self.model_file
 
     def report(self, training, evaluation):
         """Writes results.json (chief only), prints the one-screen summary, returns the results."""
@@ -504,6 +556,9 @@ class Workflow:
             "headline": headline,
             "metrics": {k: _finite_or_none(v) if not isinstance(v, str) else v
                         for k, v in logs.items()},
+            "window_metrics": {k: _finite_or_none(v)
+                               for k, v in training.get("window_logs", {}).items()},
+            "summary_window": options["summary_window"],
             "evaluation": evaluation,
             "batches": training["batches"],
             "batches_limit": self.batches,
@@ -516,6 +571,7 @@ class Workflow:
             "summary_dir": os.path.abspath(self.summary_dir),
             "checkpoint_dir": os.path.abspath(self.checkpoint_dir),
             "last_checkpoint": training["checkpoint"],
+            "model_file": self.model_file,
             "options": self.config.as_definition(),
             "source": self.config.source,
             "versions": runtime.versions(),
@@ -529,10 +585,11 @@ class Workflow:
     # --- helpers ----------------------------------------------------------------------------------
 
     def _store_run_state(self, batch):
-        # Saved with each checkpoint: the batch reached and the wall time of the whole run
-        # (earlier, resumed processes included).
+        # Saved with each checkpoint: the batch reached, the wall time of the whole run
+        # (earlier, resumed processes included) and the window of the train_window/* scalars.
         self._run_state["batch"].assign(batch)
         self._run_state["wall_time"].assign(self._wall_base + time.time() - self._started)
+        self._run_state["metric_window"].assign(self.batch_metrics.get_state())
 
     def hparams_for_dashboard(self):
         """The values shown in TensorBoard's HParams dashboard for this run."""

@@ -1,4 +1,4 @@
-"""Stop training once a metric has held a target."""
+"""Early stops: `TargetStop`, the one way a callback ends a run early, and `StopAtTarget`."""
 import math
 
 import keras
@@ -8,7 +8,46 @@ from pagi_rsm.checks import check_int
 MODES = ("max", "min")
 
 
-class StopAtTarget(keras.callbacks.Callback):
+class TargetStop(keras.callbacks.Callback):
+    """Base class of the callbacks that end a run early because a target was met.
+
+    A subclass calls `stop(value, message)` when its target is met: that records what was met
+    and when, and sets `model.stop_training`, so `fit` ends after the current batch. A workflow
+    (`pagi_rsm.workflows.workflow.Workflow.train`) then ends the whole run with status
+    "target_reached" and `message`, and does not call `fit` again. (The workflow treats any
+    other callback that sets `model.stop_training` before the batch limit the same way; this
+    class adds the message and the batch.)
+
+    Args:
+      clock: optional `RunClock`, to record the run's batch number.
+
+    Attributes:
+      reached: True once stopped for the target.
+      batch: the batch at which it was reached (the run's, with a clock).
+      value: the value that met the target.
+      message: a one-line description for the user.
+    """
+
+    def __init__(self, clock=None):
+        super().__init__()
+        self.clock = clock
+        self.reached = False
+        self.batch = None
+        self.value = None
+        self.message = None
+
+    def stop(self, value, message, batch=None):
+        """Records that the target is met (`value`, `message`) and stops training.
+
+        `batch` is used only without a clock (default: unknown, None)."""
+        self.reached = True
+        self.value = value
+        self.batch = self.clock.batch if self.clock is not None else batch
+        self.message = message
+        self.model.stop_training = True
+
+
+class StopAtTarget(TargetStop):
     """Stops `fit` once `metric` has reached `target` and held it over a window.
 
     The metric reaches the target when ``logs[metric] >= target`` (mode "max") or
@@ -28,10 +67,7 @@ class StopAtTarget(keras.callbacks.Callback):
       window_metric: name of the logged window fill count, or "" / None.
       clock: optional `RunClock`, to record the run's batch number.
 
-    Attributes:
-      reached: True once stopped for the target.
-      batch: the batch at which it was reached.
-      value: the metric's value then.
+    Attributes (see `TargetStop`): reached, batch, value (the metric's value then), message.
 
     Example:
     ```python
@@ -47,7 +83,7 @@ class StopAtTarget(keras.callbacks.Callback):
     """
 
     def __init__(self, metric, target, mode="max", window=0, window_metric=None, clock=None):
-        super().__init__()
+        super().__init__(clock)
         if not isinstance(metric, str) or not metric:
             raise ValueError(f"metric must be a non-empty string, got {metric!r}")
         if (isinstance(target, bool) or not isinstance(target, (int, float))
@@ -61,10 +97,6 @@ class StopAtTarget(keras.callbacks.Callback):
         self.mode = mode
         self.window = window
         self.window_metric = window_metric or None
-        self.clock = clock
-        self.reached = False
-        self.batch = None
-        self.value = None
         self._held = 0
 
     def _meets(self, value):
@@ -84,7 +116,7 @@ class StopAtTarget(keras.callbacks.Callback):
         else:
             held = self._held >= max(self.window, 1)
         if held:
-            self.reached = True
-            self.value = value
-            self.batch = self.clock.batch if self.clock is not None else batch + 1
-            self.model.stop_training = True
+            at = self.clock.batch if self.clock is not None else batch + 1
+            self.stop(value, f"{self.metric} reached {value:.4f} "
+                             f"({'>=' if self.mode == 'max' else '<='} {self.target:g}) at "
+                             f"batch {at}", batch=at)

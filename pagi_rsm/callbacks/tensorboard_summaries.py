@@ -26,7 +26,10 @@ class BatchSummaries(keras.callbacks.Callback):
 
     After each training batch (every `scalar_interval` batches) every numeric entry of the
     logs is written as the scalar ``<prefix>/<name>`` at step = the run's batch number
-    (`clock.batch`). Every `image_interval` batches, if the model has a
+    (`clock.batch`): with a `BatchMetrics` earlier in the callback list, the value of that batch
+    alone. With `window` (that `BatchMetrics`), the mean over its last N batches is written too,
+    as ``<prefix>_window/<name>``. Each tag's description (shown in TensorBoard) says which of
+    the two it is, N included. Every `image_interval` batches, if the model has a
     ``write_summaries(step, batch)`` method, the callback calls it inside the writer with
     `summary_batch` so the component writes its images (activity rasters, predictions vs
     inputs) and histograms (weights, statistics); a model without that hook gets a histogram of
@@ -39,6 +42,7 @@ class BatchSummaries(keras.callbacks.Callback):
       image_interval: batches between image/histogram writes; 0 = never.
       summary_batch: a dataset element for the model's hook, or None (hook not called).
       prefix: tag prefix of the scalars.
+      window: optional `BatchMetrics` whose `window_logs` are written as ``<prefix>_window/*``.
 
     Example:
     ```python
@@ -56,7 +60,7 @@ class BatchSummaries(keras.callbacks.Callback):
     """
 
     def __init__(self, writer, clock, scalar_interval=1, image_interval=0, summary_batch=None,
-                 prefix="train"):
+                 prefix="train", window=None):
         super().__init__()
         for name, value, low in (("scalar_interval", scalar_interval, 1),
                                  ("image_interval", image_interval, 0)):
@@ -67,12 +71,29 @@ class BatchSummaries(keras.callbacks.Callback):
         self.image_interval = image_interval
         self.summary_batch = summary_batch
         self.prefix = prefix
+        self.window = window
+        self._described = set()   # tags whose description this process has written
+
+    def _scalar(self, tag, value, step, description):
+        # The description is summary metadata: TensorBoard reads it from a tag's first event,
+        # so it is written once per tag (not with every value).
+        if tag in self._described:
+            description = None
+        else:
+            self._described.add(tag)
+        tf.summary.scalar(tag, value, step=step, description=description)
 
     def write_scalars(self, logs, step):
         with self.writer.as_default():
             for name, value in (logs or {}).items():
                 if isinstance(value, numbers.Real) and not isinstance(value, bool):
-                    tf.summary.scalar(f"{self.prefix}/{name}", float(value), step=step)
+                    self._scalar(f"{self.prefix}/{name}", float(value), step,
+                                 f"{name} of this training batch alone (not averaged)")
+            if self.window is not None:
+                for name, value in self.window.window_logs.items():
+                    self._scalar(f"{self.prefix}_window/{name}", value, step,
+                                 f"{name}: mean over the last {self.window.window} training "
+                                 f"batches (fewer at the start of a run)")
 
     def write_images(self, step):
         with self.writer.as_default():

@@ -596,6 +596,41 @@ class _ChunkSource:
         return states, reset, (offsets[classes] + pick).astype(np.int32)
 
 
+def encode_string(text, grammar=None, render="same"):
+    """A string of a grammar's symbols as the input of one fresh stream, rendered as
+    `make_grammar_dataset` renders it.
+
+    Args:
+      text: the symbols, e.g. "BTBTXSE" (each one of the grammar's symbols).
+      grammar: None (the embedded Reber grammar), a `Grammar`, or a mapping.
+      render: "onehot", "same" or "random"; "random" is drawn as "same" (the shipped first
+        exemplar of each digit, one of the renderings a "random" run trains on).
+
+    Returns:
+      ``{"inputs": float32 [1, T, D], "reset": float32 [1, T]}`` (reset 1 at the first symbol:
+      a new string), as a model's `unroll` takes it.
+
+    Example:
+      >>> encode_string("BT", render="onehot")["inputs"].shape
+      (1, 2, 7)
+    """
+    grammar = as_grammar(grammar)
+    if render not in RENDERS:
+        raise ValueError(f"render must be one of {RENDERS}, got {render!r}")
+    unknown = sorted(set(text) - set(grammar.symbols))
+    if not text or unknown:
+        raise ValueError(f"text must be a non-empty string of the grammar's symbols "
+                         f"{''.join(grammar.symbols)}, got {text!r}")
+    labels = np.array([grammar.symbols.index(symbol) for symbol in text])
+    if render == "onehot":
+        inputs = np.eye(grammar.num_classes, dtype=np.float32)[labels]
+    else:
+        inputs = _glyph_table(grammar, "same", None)[0][labels]
+    reset = np.zeros((1, len(text)), np.float32)
+    reset[0, 0] = 1.0
+    return {"inputs": inputs[None], "reset": reset}
+
+
 def make_grammar_dataset(grammar=None, batch_size=400, chunk_length=12, render="same", seed=1234,
                          start_chunk=0, mnist_dir=None, include_state_ids=False):
     """An infinite tf.data.Dataset of chunked grammar streams, for `model.fit`.

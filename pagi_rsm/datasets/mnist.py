@@ -10,11 +10,11 @@ Three entry points:
 - `load_glyphs()` returns the first training exemplar of each digit 0..9, shipped with the package
   (`pagi_rsm/data/mnist_first_exemplars.npz`), so the grammar task's default rendering needs no
   download. `write_glyph_file(mnist_dir)` regenerates that file from the IDX files
-  (`python -m pagi_rsm.datasets.mnist --write-glyphs DIR`).
+  (a maintenance step, not a command:
+  ``python -c "from pagi_rsm.datasets import mnist; print(mnist.write_glyph_file('DIR'))"``).
 
 MNIST is by Yann LeCun and Corinna Cortes (with Christopher J.C. Burges), CC BY-SA 3.0.
 """
-import argparse
 import gzip
 import importlib.resources
 import io
@@ -296,18 +296,3 @@ def write_glyph_file(mnist_dir, path=None):
             zf.writestr(info, buf.getvalue())
     return path
 
-
-def _main(argv=None):
-    parser = argparse.ArgumentParser(
-        prog="python -m pagi_rsm.datasets.mnist",
-        description="Regenerate the shipped MNIST first-exemplar glyph file.")
-    parser.add_argument("--write-glyphs", metavar="MNIST_DIR", required=True,
-                        help="directory holding the MNIST IDX files")
-    parser.add_argument("--output", default=None,
-                        help=f"output file (default: pagi_rsm/data/{GLYPHS_FILE})")
-    args = parser.parse_args(argv)
-    print(write_glyph_file(args.write_glyphs, args.output))
-
-
-if __name__ == "__main__":
-    _main()
