@@ -137,9 +137,19 @@ register("workflow", "associative_retrieval",
          "pagi_rsm.workflows.associative_retrieval:AssociativeRetrievalWorkflow",
          "Associative retrieval (Ba et al. 2016 Table 1): fast weights vs LSTM/IRNN/RNN-LN")
 
+register("workflow", "continual", "pagi_rsm.workflows.continual:ContinualWorkflow",
+         "Continual learning (permuted/split MNIST, split CIFAR-100): dense vs sparse forgetting")
+
 register("component", "sequence_memory_stack",
          "pagi_rsm.components.sequence_memory_stack:SequenceMemoryStack",
          "RSM layers + predictor with local, immediate learning in its own train_step")
+
+register("component", "continual_classifier",
+         "pagi_rsm.components.continual_models:ContinualClassifier",
+         "MLP or CNN, dense or sparse (k-winners, sparse weights), one head per task")
+
+register("dataset", "continual", "pagi_rsm.datasets.continual:load_benchmark",
+         "Continual benchmarks: permuted MNIST, split MNIST, split CIFAR-100 (tf.data)")
 
 register("dataset", "grammar", "pagi_rsm.datasets.grammar:make_grammar_dataset",
          "Generated grammar strings (embedded Reber by default) rendered as MNIST glyphs, "
