@@ -323,6 +323,11 @@ def _read_cifar_tfds(split, tfds_data_dir):
     import tensorflow_datasets as tfds
     data_dir = tfds_data_dir or os.environ.get("TFDS_DATA_DIR") or None
     builder = tfds.builder("cifar100", data_dir=data_dir)
+    if not builder.is_prepared():
+        raise Cifar100NotFoundError(
+            f"no prepared tensorflow-datasets cifar100 at {builder.data_dir} (nothing is "
+            "downloaded): pass the directory of the original cifar-100-python archive as "
+            "cifar100_dir, or prepare it with `tfds build cifar100` on a machine with network")
     dataset = builder.as_dataset(split=split, as_supervised=True).batch(10000)
     batches = list(tfds.as_numpy(dataset))
     if not batches:
