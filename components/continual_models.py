@@ -26,10 +26,8 @@ import math
 import keras
 import tensorflow as tf
 
-from pagi_rsm.checks import check_int
+from pagi_rsm.hparams.continual_models import OPTIONS
 from pagi_rsm.layers import KWinners, KWinners2D, SparseConv2D, SparseDense
-
-ARCHITECTURES = ("mlp", "cnn")
 
 
 def _torch_like_initializers(fan_in):
@@ -37,17 +35,6 @@ def _torch_like_initializers(fan_in):
     bound = 1.0 / math.sqrt(fan_in)
     return (keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform"),
             keras.initializers.RandomUniform(-bound, bound))
-
-
-def _check_number(name, value, low, high, low_open=False, high_open=False):
-    """ValueError naming `name` unless `value` is a real number in the interval."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
-        value) and (value > low if low_open else value >= low) and (
-        value < high if high_open else value <= high)
-    if not ok:
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
-    return float(value)
 
 
 @keras.saving.register_keras_serializable(package="pagi_rsm")
@@ -86,16 +73,8 @@ class ContinualClassifier(keras.Model):
       float32 logits ``[B, classes_per_head]`` of each example's own head.
     """
 
-    default_hparams = {
-        "architecture": "mlp", "hidden_units": 2000, "hidden_layers": 1,
-        "conv_filters": [64, 128], "kernel_size": 5, "dropout": 0.0, "sparse": False,
-        "percent_on": 0.1, "conv_percent_on": 0.1, "k_inference_factor": 1.5,
-        "boost_strength": 0.0, "boost_strength_factor": 0.9, "duty_cycle_period": 1000,
-        "weight_sparsity": 0.0, "conv_weight_sparsity": 0.0,
-        "learning_rate": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-4,
-        "num_heads": 1, "classes_per_head": 10, "input_shape": [28, 28, 1],
-    }
-    """Defaults of the hyperparameters a definition may set (``hparams_override``)."""
+    options = OPTIONS
+    """The declared hparams (`pagi_rsm.hparams.continual_models.OPTIONS`)."""
 
     def __init__(self, architecture="mlp", hidden_units=2000, hidden_layers=1,
                  conv_filters=(64, 128), kernel_size=5, dropout=0.0, sparse=False,
@@ -105,56 +84,18 @@ class ContinualClassifier(keras.Model):
                  weight_decay=1e-4, num_heads=1, classes_per_head=10, input_shape=(28, 28, 1),
                  **kwargs):
         super().__init__(**kwargs)
-        if architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got "
-                             f"{architecture!r}")
-        self.architecture = architecture
-        self.hidden_units = check_int("hidden_units", hidden_units, 1)
-        self.hidden_layers = check_int("hidden_layers", hidden_layers,
-                                       1 if architecture == "mlp" else 0)
-        if not isinstance(conv_filters, (list, tuple)) or not conv_filters:
-            raise ValueError(f"conv_filters must be a non-empty list of integers >= 1, got "
-                             f"{conv_filters!r}")
-        self.conv_filters = [check_int("conv_filters[]", f, 1) for f in conv_filters]
-        self.kernel_size = check_int("kernel_size", kernel_size, 1)
-        self.dropout = _check_number("dropout", dropout, 0.0, 1.0, high_open=True)
-        for name, value in (("sparse", sparse), ("nesterov", nesterov)):
-            if not isinstance(value, bool):
-                raise ValueError(f"{name} must be true or false, got {value!r}")
-        self.sparse = sparse
-        self.nesterov = nesterov
-        # Checked whether or not the model is sparse, so a sweep's typo fails in every trial.
-        self.percent_on = _check_number("percent_on", percent_on, 0.0, 1.0, True, True)
-        self.conv_percent_on = _check_number("conv_percent_on", conv_percent_on, 0.0, 1.0,
-                                             True, True)
-        self.k_inference_factor = _check_number("k_inference_factor", k_inference_factor, 0.0,
-                                                math.inf, low_open=True)
-        for name, value in (("percent_on", self.percent_on),
-                            ("conv_percent_on", self.conv_percent_on)):
-            if not 0.0 < value * self.k_inference_factor < 1.0:
-                raise ValueError(f"{name} * k_inference_factor must be in (0, 1), got {value} * "
-                                 f"{self.k_inference_factor}")
-        if self.sparse and int(round(self.hidden_units * self.percent_on)) < 1:
-            raise ValueError(f"percent_on * hidden_units must round to at least 1 winner, got "
-                             f"{self.percent_on} * {self.hidden_units}")
-        self.boost_strength = _check_number("boost_strength", boost_strength, 0.0, math.inf)
-        self.boost_strength_factor = _check_number("boost_strength_factor",
-                                                   boost_strength_factor, 0.0, 1.0)
-        self.duty_cycle_period = check_int("duty_cycle_period", duty_cycle_period, 1)
-        self.weight_sparsity = _check_number("weight_sparsity", weight_sparsity, 0.0, 1.0,
-                                             high_open=True)
-        self.conv_weight_sparsity = _check_number("conv_weight_sparsity", conv_weight_sparsity,
-                                                  0.0, 1.0, high_open=True)
-        self.learning_rate = _check_number("learning_rate", learning_rate, 0.0, math.inf,
-                                           low_open=True)
-        self.momentum = _check_number("momentum", momentum, 0.0, 1.0, high_open=True)
-        self.weight_decay = _check_number("weight_decay", weight_decay, 0.0, math.inf)
-        self.num_heads = check_int("num_heads", num_heads, 1)
-        self.classes_per_head = check_int("classes_per_head", classes_per_head, 2)
-        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 3:
-            raise ValueError(f"input_shape must be [height, width, channels], got "
-                             f"{input_shape!r}")
-        self.image_shape = [check_int("input_shape[]", d, 1) for d in input_shape]
+        values = OPTIONS.check(dict(
+            architecture=architecture, hidden_units=hidden_units, hidden_layers=hidden_layers,
+            conv_filters=list(conv_filters), kernel_size=kernel_size, dropout=dropout,
+            sparse=sparse, percent_on=percent_on, conv_percent_on=conv_percent_on,
+            k_inference_factor=k_inference_factor, boost_strength=boost_strength,
+            boost_strength_factor=boost_strength_factor, duty_cycle_period=duty_cycle_period,
+            weight_sparsity=weight_sparsity, conv_weight_sparsity=conv_weight_sparsity,
+            learning_rate=learning_rate, momentum=momentum, nesterov=nesterov,
+            weight_decay=weight_decay, num_heads=num_heads, classes_per_head=classes_per_head,
+            input_shape=list(input_shape)))
+        for key, value in values.items():
+            setattr(self, "image_shape" if key == "input_shape" else key, value)
         self.body = self._make_body()
         self.head = self._dense(self.num_heads * self.classes_per_head, self._features(),
                                 name="heads")
@@ -293,6 +234,6 @@ class ContinualClassifier(keras.Model):
 
     def get_config(self):
         config = {"name": self.name}
-        for key in self.default_hparams:
+        for key in OPTIONS:
             config[key] = getattr(self, "image_shape" if key == "input_shape" else key)
         return config

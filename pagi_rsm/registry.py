@@ -170,7 +170,8 @@ register("component", "sequence_memory_stack",
 
 register("component", "continual_classifier",
          "pagi_rsm.components.continual_models:ContinualClassifier",
-         "MLP or CNN, dense or sparse (k-winners, sparse weights), one head per task")
+         "MLP or CNN, dense or sparse (k-winners, sparse weights), one head per task",
+         options="pagi_rsm.hparams.continual_models:OPTIONS")
 
 register("dataset", "continual", "pagi_rsm.datasets.continual:load_benchmark",
          "Continual benchmarks: permuted MNIST, split MNIST, split CIFAR-100 (tf.data)")

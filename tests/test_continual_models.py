@@ -95,7 +95,7 @@ def test_keras_round_trip(tmp_path, rng):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"percent_on": 1.5}, r"percent_on must be a number in \(0.0, 1.0\), got 1.5"),
+    ({"percent_on": 1.5}, r"percent_on must be a number in \(0, 1\), got 1.5"),
     ({"percent_on": 0.0}, "percent_on must be a number in"),
     ({"percent_on": 0.5, "k_inference_factor": 2.5}, r"percent_on \* k_inference_factor"),
     ({"sparse": True, "percent_on": 0.001, "hidden_units": 100}, "at least 1 winner"),

@@ -173,7 +173,7 @@ def test_named_experiments_of_the_definition_resolve(mnist_present):
      "workflow-options.num_tasks must be 5 for split_mnist"),
     ({"benchmark": "split_cifar100", "num_tasks": 3}, {},
      "workflow-options.num_tasks must divide 100"),
-    ({}, {"percent_on": 1.5}, r"percent_on must be a number in \(0.0, 1.0\)"),
+    ({}, {"percent_on": 1.5}, r"percent_on must be a number in \(0, 1\)"),
     ({"experiment": "nope", "experiments": {"a": {"sparse": True}}}, {},
      "workflow-options.experiment 'nope' is not one of the named experiments: a"),
     ({"experiment": "a", "experiments": {"a": {"sparsity": 0.5}}}, {},

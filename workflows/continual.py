@@ -43,8 +43,8 @@ import keras
 import numpy as np
 
 from pagi_rsm import definitions
-from pagi_rsm.checks import check_int
 from pagi_rsm.datasets import continual as data
+from pagi_rsm.options import Option
 from pagi_rsm.workflows.workflow import RESULTS_FILE, Workflow
 
 _IMAGE_SHAPES = {"permuted_mnist": [28, 28, 1], "split_mnist": [28, 28, 1],
@@ -112,43 +112,43 @@ class ContinualWorkflow(Workflow):
 
     headline_metric = "average_accuracy"
     headline_mode = "max"
-    integer_options = Workflow.integer_options + (
-        ("num_tasks", 1), ("epochs_first_task", 1), ("epochs_per_task", 1),
-        ("batch_size", 1), ("eval_batch_size", 1), ("train_examples_per_task", 0),
-        ("test_examples_per_task", 0), ("steps_per_epoch", 0), ("activity_examples", 1))
+    options = Workflow.options.extend(
+        Option("benchmark", "permuted_mnist", "the task sequence", choices=data.BENCHMARKS),
+        Option("num_tasks", 10, "number of tasks (split_mnist: 5; split_cifar100: a divisor "
+               "of 100)", low=1),
+        Option("multi_head", None, "one output head per task (null: false for permuted_mnist, "
+               "true otherwise)", kind="bool"),
+        Option("permute_first", False, "permuted_mnist: permute task 0 too"),
+        Option("cumulative", False, "train task i on the union of tasks 0..i (the cumulative "
+               "upper bound)"),
+        Option("epochs_first_task", 2, "epochs on task 0", low=1),
+        Option("epochs_per_task", 2, "epochs on each later task", low=1),
+        Option("batch_size", 128, "training batch size (global, over all replicas)", low=1),
+        Option("eval_batch_size", 1000, "test batch size", low=1),
+        Option("train_examples_per_task", 0, "use only the first N training examples of each "
+               "task (0: all)", low=0),
+        Option("test_examples_per_task", 0, "use only the first N test examples of each task "
+               "(0: all)", low=0),
+        Option("steps_per_epoch", 0, "cap on the batches of an epoch (0: whole epochs)", low=0),
+        Option("activity_examples", 1000, "test examples the active fractions are measured "
+               "on", low=1),
+        Option("mnist_dir", "", "directory of the MNIST IDX files (empty: $PAGI_RSM_MNIST_DIR "
+               "or a prepared tensorflow-datasets copy)"),
+        Option("cifar100_dir", "", "directory holding cifar-100-python.tar.gz or "
+               "cifar-100-python/ (empty: tensorflow-datasets)"),
+        Option("cifar100_source", "auto", "where CIFAR-100 comes from",
+               choices=data.CIFAR100_SOURCES),
+        Option("tfds_data_dir", "", "tensorflow-datasets data directory (empty: the default)"),
+        Option("experiment", "", "the named experiment to run (a key of experiments; empty: "
+               "none)"),
+        Option("experiments", {}, "named experiments: name -> {component hparams and workflow "
+               "options}; they override the rest of the definition", kind="mapping"),
+    ).with_defaults(image_interval=0)
 
     @classmethod
     def default_experiment_options(cls):
-        return {"component": "continual_classifier",
-                "dataset": "continual",
+        return {"component": "continual_classifier", "dataset": "continual",
                 "batches": 1, "seed": 0}
-
-    @classmethod
-    def default_options(cls):
-        options = super().default_options()
-        options.update({
-            "benchmark": "permuted_mnist",
-            "num_tasks": 10,
-            "multi_head": None,
-            "permute_first": False,
-            "cumulative": False,
-            "epochs_first_task": 2,
-            "epochs_per_task": 2,
-            "batch_size": 128,
-            "eval_batch_size": 1000,
-            "train_examples_per_task": 0,
-            "test_examples_per_task": 0,
-            "steps_per_epoch": 0,
-            "activity_examples": 1000,
-            "mnist_dir": "",
-            "cifar100_dir": "",
-            "cifar100_source": "auto",
-            "tfds_data_dir": "",
-            "experiment": "",
-            "experiments": {},
-            "image_interval": 0,
-        })
-        return options
 
     @classmethod
     def complete_config(cls, config):
@@ -156,32 +156,26 @@ class ContinualWorkflow(Workflow):
         options = config.workflow_options
         cls._apply_experiment(config)
         name, tasks = options["benchmark"], options["num_tasks"]
-        if name not in data.BENCHMARKS:
-            raise ValueError(f"workflow-options.benchmark must be one of "
-                             f"{', '.join(data.BENCHMARKS)}, got {name!r}")
-        check_int("workflow-options.num_tasks", tasks, 1)
-        multi_head = options["multi_head"]
-        if multi_head is None:
-            multi_head = options["multi_head"] = name != "permuted_mnist"
-        data.check_benchmark_args(name, tasks, multi_head, prefix="workflow-options.")
-        if options["cifar100_source"] not in data.CIFAR100_SOURCES:
-            raise ValueError(f"workflow-options.cifar100_source must be one of "
-                             f"{', '.join(data.CIFAR100_SOURCES)}, got "
-                             f"{options['cifar100_source']!r}")
-        heads, classes, shape = head_layout(name, tasks, multi_head)
+        if options["multi_head"] is None:
+            options["multi_head"] = name != "permuted_mnist"
+        data.check_benchmark_args(name, tasks, options["multi_head"],
+                                  prefix="workflow-options.")
+        heads, classes, shape = head_layout(name, tasks, options["multi_head"])
         hparams = config.hparams
         hparams["num_heads"], hparams["classes_per_head"] = heads, classes
         hparams["input_shape"] = shape
+        component = definitions.component_options(config.experiment["component"])
+        if component is not None:
+            component.check_combinations(hparams, prefix="hparams_override.")
 
     @classmethod
     def _apply_experiment(cls, config):
+        """Copies the named experiment's settings over the hparams and workflow options."""
         options = config.workflow_options
-        experiments, name = options["experiments"], options["experiment"]
-        if not isinstance(experiments, dict):
-            raise ValueError("workflow-options.experiments must be a mapping of name: "
-                             f"{{settings}}, got {experiments!r}")
+        name = options["experiment"]
         if not name:
             return
+        experiments = options["experiments"]
         if name not in experiments:
             raise ValueError(f"workflow-options.experiment {name!r} is not one of the named "
                              f"experiments: {', '.join(sorted(experiments)) or '(none)'}")
@@ -189,18 +183,28 @@ class ContinualWorkflow(Workflow):
         if not isinstance(settings, dict):
             raise ValueError(f"workflow-options.experiments.{name} must be a mapping, got "
                              f"{settings!r}")
-        hparam_defaults = definitions.component_defaults(config.component_class) or {}
-        option_defaults = cls.default_options()
+        component = definitions.component_options(config.experiment["component"])
         for key, value in settings.items():
             where = f"workflow-options.experiments.{name}.{key}"
-            if key in hparam_defaults:
-                config.hparams[key] = definitions.coerce_like(
-                    value, hparam_defaults[key], where, null_strings=True)
-            elif key in option_defaults and key not in ("experiment", "experiments"):
-                options[key] = definitions.coerce_like(value, option_defaults[key], where)
+            if component is not None and key in component:
+                config.hparams[key] = component[key].check(value, where)
+            elif key in cls.options and key not in ("experiment", "experiments"):
+                options[key] = cls.options[key].check(value, where)
             else:
                 raise ValueError(f"unknown key {key!r} in workflow-options.experiments.{name}; "
                                  "accepted: the component's hparams and the workflow options")
+
+    @classmethod
+    def load_data_files(cls, config):
+        """Reads the benchmark's test images, so missing data fails before a run starts."""
+        from pagi_rsm.datasets import mnist
+        o = config.workflow_options
+        if o["benchmark"] == "split_cifar100":
+            data.load_cifar100(o["cifar100_dir"] or None, "test", o["cifar100_source"],
+                               o["tfds_data_dir"] or None)
+        else:
+            mnist.load_mnist(o["mnist_dir"] or None, "test",
+                             tfds_data_dir=o["tfds_data_dir"] or None)
 
     # --- data ---------------------------------------------------------------------------------
 
@@ -219,13 +223,13 @@ class ContinualWorkflow(Workflow):
     def _limit(self, key):
         return self.options[key] or None
 
-    def task_dataset(self, task):
-        """Training batches of task `task` (tasks 0..task when cumulative), reshuffled every
-        epoch; the shuffles depend on the seed and the task only."""
+    def task_dataset(self, task, epoch=0):
+        """Training batches of task `task` (tasks 0..task when cumulative) for one epoch, in
+        an order that depends on the seed, the task and the epoch only."""
         tasks = list(range(task + 1)) if self.options["cumulative"] else [task]
         return self.benchmark.dataset(
             tasks, "train", self.options["batch_size"],
-            shuffle_seed=(self.config.seed * 1009 + task) % 2 ** 31,
+            shuffle_seed=(self.config.seed, task, epoch),
             limit=self._limit("train_examples_per_task"), drop_remainder=True)
 
     def test_dataset(self, task):
@@ -290,9 +294,10 @@ class ContinualWorkflow(Workflow):
             callbacks.append(BoostStrengthDecay())
         status, message, logs = "completed", "", {}
         for task in range(done, tasks):
-            history = model.fit(self.task_dataset(task), epochs=self._epochs(task),
-                                steps_per_epoch=self._epoch_steps(task), verbose=0,
-                                shuffle=False, callbacks=callbacks)
+            for epoch in range(self._epochs(task)):   # one fit per epoch: a fresh order each
+                history = model.fit(self.task_dataset(task, epoch), epochs=1,
+                                    steps_per_epoch=self._epoch_steps(task), verbose=0,
+                                    shuffle=False, callbacks=callbacks)
             logs = {k: float(v[-1]) for k, v in history.history.items()}
             if not all(math.isfinite(v) for v in logs.values()):
                 status, message = "nan", f"non-finite training metrics in task {task}: {logs}"

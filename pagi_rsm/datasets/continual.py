@@ -29,7 +29,7 @@ import tarfile
 
 import numpy as np
 
-from pagi_rsm.checks import check_int
+from pagi_rsm.checks import check_bool, check_int
 from pagi_rsm.datasets import mnist
 
 BENCHMARKS = ("permuted_mnist", "split_mnist", "split_cifar100")
@@ -91,9 +91,10 @@ class ContinualBenchmark:
           tasks: a task index or a list of them (the cumulative baseline trains on 0..t).
           split: "train" or "test".
           batch_size: examples per batch (integer >= 1).
-          shuffle_seed: None: the stored order (tasks one after the other); an int: every
-            iteration (Keras epoch) is a fresh shuffle of all examples, the same sequence of
-            shuffles for the same seed.
+          shuffle_seed: None: the stored order (tasks one after the other); an int (or a
+            sequence of ints): the examples in a random order drawn from it with numpy, fixed
+            for the dataset (pass a new seed for each epoch). The order is made before tf.data
+            sees it, so it is the same under any tf.distribute strategy.
           limit: use only the first `limit` examples of each task (None: all).
           drop_remainder: drop the last partial batch.
 
@@ -127,9 +128,10 @@ class ContinualBenchmark:
                 x = tf.reshape(flat, (-1,) + shape)
             return {"inputs": x, "task": task}, tf.gather(labels, row)
 
-        data = tf.data.Dataset.from_tensor_slices((rows, task_ids))
         if shuffle_seed is not None:
-            data = data.shuffle(len(rows), seed=int(shuffle_seed), reshuffle_each_iteration=True)
+            order = np.random.default_rng(shuffle_seed).permutation(len(rows))
+            rows, task_ids = rows[order], task_ids[order]
+        data = tf.data.Dataset.from_tensor_slices((rows, task_ids))
         data = data.batch(batch_size, drop_remainder=drop_remainder)
         return data.map(gather, num_parallel_calls=1, deterministic=True).prefetch(2)
 
@@ -157,8 +159,7 @@ def check_benchmark_args(name, num_tasks, multi_head, prefix=""):
         raise ValueError(f"{prefix}benchmark must be one of {', '.join(BENCHMARKS)}, "
                          f"got {name!r}")
     check_int(f"{prefix}num_tasks", num_tasks, 1)
-    if not isinstance(multi_head, bool):
-        raise ValueError(f"{prefix}multi_head must be true or false, got {multi_head!r}")
+    check_bool(f"{prefix}multi_head", multi_head)
     if name == "permuted_mnist" and multi_head:
         raise ValueError(f"{prefix}multi_head must be false for permuted_mnist (every task "
                          "has the same 10 classes: one head)")
