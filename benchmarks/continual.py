@@ -58,6 +58,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=None, help="override epochs per task")
     parser.add_argument("--train_examples", type=int, default=None,
                         help="override train_examples_per_task (0: all)")
+    parser.add_argument("--test_examples", type=int, default=None,
+                        help="override test_examples_per_task (0: all)")
     parser.add_argument("--hidden_units", type=int, default=None)
     args = parser.parse_args(argv)
     options = {"mnist_dir": args.mnist_dir, "progress": True}
@@ -67,6 +69,8 @@ def main(argv=None):
         options["epochs_first_task"] = options["epochs_per_task"] = args.epochs
     if args.train_examples is not None:
         options["train_examples_per_task"] = args.train_examples
+    if args.test_examples is not None:
+        options["test_examples_per_task"] = args.test_examples
     hparams = {} if args.hidden_units is None else {"hidden_units": args.hidden_units}
     table = {}
     for seed in args.seeds:
