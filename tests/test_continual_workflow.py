@@ -125,7 +125,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(reference, tmp_path):
             "workflow_option_overrides": tiny_options()}
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     killed = subprocess.run([sys.executable, "-c", _KILL_AFTER_TASK_1, json.dumps(args)],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert not (summary / "results.json").exists()
     config = resolve_tiny(summary, hparams={"sparse": True, "percent_on": 0.125})
