@@ -163,6 +163,9 @@ register("workflow", "associative_retrieval",
 register("workflow", "timeseries", "pagi_rsm.workflows.timeseries:TimeseriesWorkflow",
          "Next-value prediction of a series (sine, sunspots, CO2): DeepHTM vs persistence, LSTM")
 
+register("workflow", "continual", "pagi_rsm.workflows.continual:ContinualWorkflow",
+         "Continual learning (permuted/split MNIST, split CIFAR-100): dense vs sparse forgetting")
+
 register("component", "sequence_memory_stack",
          "pagi_rsm.components.sequence_memory_stack:SequenceMemoryStack",
          "RSM layers + predictor with local, immediate learning in its own train_step",
@@ -173,6 +176,14 @@ register("component", "deep_htm", "pagi_rsm.components.deep_htm:DeepHTM",
 
 register("dataset", "timeseries", "pagi_rsm.datasets.timeseries:make_dataset",
          "Windows of a sine wave or a CSV / whitespace series file, scaled, split by time")
+
+register("component", "continual_classifier",
+         "pagi_rsm.components.continual_models:ContinualClassifier",
+         "MLP or CNN, dense or sparse (k-winners, sparse weights), one head per task",
+         options="pagi_rsm.hparams.continual_models:OPTIONS")
+
+register("dataset", "continual", "pagi_rsm.datasets.continual:load_benchmark",
+         "Continual benchmarks: permuted MNIST, split MNIST, split CIFAR-100 (tf.data)")
 
 register("dataset", "grammar", "pagi_rsm.datasets.grammar:make_grammar_dataset",
          "Generated grammar strings (embedded Reber by default) rendered as MNIST glyphs, "

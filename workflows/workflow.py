@@ -686,8 +686,10 @@ def format_summary(results):
     for i in range(0, len(row), 3):
         lines.append(("metrics     " if i == 0 else "            ") + " | ".join(row[i:i + 3]))
     if results["evaluation"]:
-        lines.append("evaluation  " + " | ".join(f"{k} {v:.4g}"
-                                                for k, v in results["evaluation"].items()))
+        # Scalars only: an evaluation may also hold lists (e.g. an accuracy matrix).
+        lines.append("evaluation  " + " | ".join(
+            f"{k} {v:.4g}" for k, v in results["evaluation"].items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)))
     resumed = f" (resumed from batch {results['resumed_from']})" if results["resumed_from"] else ""
     lines.append(f"batches     {results['batches']} / {results['batches_limit']}{resumed}")
     rate = ""
