@@ -42,6 +42,8 @@ class FrozenMemoryGAN(keras.Model):
 
     def pairs(self, data):
         """(prediction, real) frames [B*T, H, W, C] of one chunk; the stream state moves on."""
+        if isinstance(data, tuple):  # Keras packs (x, y, sample_weight)
+            data = data[0]
         out, states = self.memory.unroll(data, training=False)
         for state, values in zip(self.memory.stream_states, states):
             state.write(values)
