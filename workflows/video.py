@@ -152,9 +152,10 @@ class VideoWorkflow(Workflow):
         if latest is None:
             raise ValueError(f"workflow-options.{option}: no checkpoint in {checkpoint_dir!r}")
         dataset = self.build_dataset(0)
-        memory = self.config.component_class(**self.hparams)
-        memory.build(tf.nest.map_structure(lambda s: s.shape.as_list(),
-                                           dataset.element_spec))
+        with self.strategy.scope():  # the rectifier's model holds it: same strategy
+            memory = self.config.component_class(**self.hparams)
+            memory.build(tf.nest.map_structure(lambda s: s.shape.as_list(),
+                                               dataset.element_spec))
         memory.trainable = False
         items = self.checkpoint_items(memory)
         items.pop("optimizer", None)
@@ -168,11 +169,10 @@ class VideoWorkflow(Workflow):
 
     def _gan_run(self, rsm_checkpoint=None):
         """Trains the rectifier on the frozen memory with the base recipe (resume, fit)."""
-        memory = self.frozen_memory(rsm_checkpoint or self.options["rsm_checkpoint"])
-        self._gan_memory = memory
         self._phase_batches = self.options["gan_batches"]
         try:
             self.setup()
+            memory = self.frozen_memory(rsm_checkpoint or self.options["rsm_checkpoint"])
             start = self.resume_point()
             dataset = self.build_dataset(start_batch=start)
             model = self._gan_model(memory)
@@ -204,7 +204,7 @@ class VideoWorkflow(Workflow):
         from pagi_rsm.generation import generate
         from pagi_rsm.metrics import video as vm
         options = self.options
-        if self.writer is None:
+        if self.writer is None or self.strategy is None:
             self.setup()
         memory = self.frozen_memory(rsm_checkpoint)
         model = self._gan_model(memory)
@@ -214,8 +214,8 @@ class VideoWorkflow(Workflow):
                              f"{gan_checkpoint!r}")
         tf.train.Checkpoint(**self.checkpoint_items(model)).restore(latest).expect_partial()
         total = options["prime"] + options["steps"]
-        frames = make_test_sequences(num_sequences=options["test_sequences"],
-                                     seed=self.config.seed, num_frames=total)
+        # The fixed test set (its own seed, the same for every run and definition).
+        frames = make_test_sequences(num_sequences=options["test_sequences"], num_frames=total)
         frames = np.asarray(frames, np.float32)
         if frames.ndim == 4:
             frames = frames[..., None]
