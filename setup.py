@@ -38,6 +38,8 @@ setup(
         "tensorboard",
         # tensorflow-datasets imports it but does not declare it on every Python.
         "importlib_resources",
+        # The video workflow writes its generated frames as PNG strips and animated GIFs.
+        "Pillow",
     ],
     extras_require={"test": ["pytest"]},
     entry_points={"console_scripts": ["pagi = pagi_rsm.cli:main"]},

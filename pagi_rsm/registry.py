@@ -188,3 +188,14 @@ register("dataset", "continual", "pagi_rsm.datasets.continual:load_benchmark",
 register("dataset", "grammar", "pagi_rsm.datasets.grammar:make_grammar_dataset",
          "Generated grammar strings (embedded Reber by default) rendered as MNIST glyphs, "
          "B parallel streams")
+
+register("workflow", "video", "pagi_rsm.workflows.video:VideoWorkflow",
+         "Bouncing balls: conv RSM predicts the next frame, a GAN rectifies it; prime + self-loop")
+
+register("component", "gan_rectifier", "pagi_rsm.components.gan_rectifier:GANRectifier",
+         "Conditional GAN that rectifies a predicted frame (trained on a frozen memory)",
+         options="pagi_rsm.hparams.gan_rectifier:OPTIONS")
+
+register("dataset", "bouncing_balls",
+         "pagi_rsm.datasets.bouncing_balls:make_bouncing_balls_dataset",
+         "Bouncing balls (3 balls, 30x30 px padded to 34x34): B streams of fresh sequences")

@@ -1,0 +1,65 @@
+"""The GAN rectifier trained on a frozen memory (the video workflow's gan phase, docs/video.md).
+
+Each batch the memory runs the chunk forward from its stream state without learning (its
+weights never change; the stream state goes on, resets included), then the rectifier takes
+one discriminator and one generator step on (the memory's prediction of frame t, frame t).
+"""
+import keras
+import tensorflow as tf
+
+
+class FrozenMemoryGAN(keras.Model):
+    """`rectifier` trained on the predictions of the frozen `memory`.
+
+    Args:
+      memory: a built `SequenceMemoryStack` (its weights are not trained here).
+      rectifier: a `GANRectifier`.
+    """
+
+    def __init__(self, memory, rectifier, name="frozen_memory_gan"):
+        super().__init__(name=name)
+        memory.trainable = False
+        self.memory = memory
+        self.rectifier = rectifier
+
+    def compile(self, **kwargs):
+        super().compile(**kwargs)
+        self.rectifier.compile(**kwargs)
+
+    def checkpoint_items(self):
+        """The rectifier (weights and optimisers) and the memory's stream state."""
+        items = {"rectifier": self.rectifier,
+                 "memory_stream": {str(i): s for i, s in enumerate(self.memory.stream_states)}}
+        for key in ("generator_optimizer", "discriminator_optimizer"):
+            optimizer = getattr(self.rectifier, key, None)
+            if optimizer is not None:
+                items[key] = optimizer
+        return items
+
+    @property
+    def metrics(self):
+        return self.rectifier.metrics
+
+    def pairs(self, data):
+        """(prediction, real) frames [B*T, H, W, C] of one chunk; the stream state moves on."""
+        if isinstance(data, tuple):  # Keras packs (x, y, sample_weight)
+            data = data[0]
+        out, states = self.memory.unroll(data, training=False)
+        for state, values in zip(self.memory.stream_states, states):
+            state.write(values)
+        x = data["inputs"]
+        frame = tuple(x.shape[2:])
+        prediction = tf.reshape(tf.stop_gradient(out["decoding_0"]), (-1, *frame))
+        return tf.cast(prediction, x.dtype), tf.reshape(x, (-1, *frame))
+
+    def train_step(self, data):
+        prediction, real = self.pairs(data)
+        return self.rectifier.train_step({"prediction": prediction, "target": real})
+
+    def test_step(self, data):
+        prediction, real = self.pairs(data)
+        return self.rectifier.test_step({"prediction": prediction, "target": real})
+
+    def call(self, data, training=False):
+        prediction, _ = self.pairs(data)
+        return self.rectifier(prediction, training=training)
