@@ -144,3 +144,11 @@ register("component", "sequence_memory_stack",
 register("dataset", "grammar", "pagi_rsm.datasets.grammar:make_grammar_dataset",
          "Generated grammar strings (embedded Reber by default) rendered as MNIST glyphs, "
          "B parallel streams")
+
+register("workflow", "image_sequence", "pagi_rsm.workflows.image_sequence:ImageSequenceWorkflow",
+         "MNIST image sequences (fixed, higher-order, stochastic 8x9): RSM names the next digit")
+
+register("dataset", "image_sequence",
+         "pagi_rsm.datasets.image_sequence:make_image_sequence_dataset",
+         "Digit sequences (cycled strings or a stochastic set) shown as MNIST images, "
+         "B parallel streams, never reset")

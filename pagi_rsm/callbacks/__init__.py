@@ -1,5 +1,6 @@
 """Keras callbacks of pagi-rsm."""
 from pagi_rsm.callbacks.boost_strength import BoostStrengthDecay, k_winners_layers
+from pagi_rsm.callbacks.heldout_accuracy import HeldOutAccuracy
 from pagi_rsm.callbacks.nan_guard import NaNGuard
 from pagi_rsm.callbacks.periodic_checkpoint import PeriodicCheckpoint
 from pagi_rsm.callbacks.probe_summaries import ProbeSummaries
@@ -10,4 +11,4 @@ from pagi_rsm.callbacks.tensorboard_summaries import BatchSummaries, write_weigh
 
 __all__ = ["BoostStrengthDecay", "k_winners_layers"]
 __all__ += ["NaNGuard", "PeriodicCheckpoint", "HeadlineProgress", "RunClock", "StopAtTarget",
-            "BatchSummaries", "write_weight_histograms", "ProbeSummaries"]
+            "BatchSummaries", "write_weight_histograms", "ProbeSummaries", "HeldOutAccuracy"]

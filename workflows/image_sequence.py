@@ -1,0 +1,183 @@
+"""The image-sequence workflow: RSM predicts the next digit of sequences shown as MNIST images.
+
+The RSM paper's second experiment ("partially observable" sequences; docs/image_sequence.md):
+B = 300 streams, each cycling a fixed digit string ("0123456789", or the higher-order
+"012340123404321") or walking a stochastic set of sequences (the 8 x 9 set "pagi9"), one MNIST
+image per step, never reset. The memory sees only images (a random exemplar per step, so the
+digit must be inferred) and its predictor names the next digit. README values: g = 200 groups
+x c = 6 cells, k = 25, gamma = 0.5, epsilon = 0, a 1200-unit predictor.
+
+What a run reports, besides the base class's:
+
+- ``train/accuracy`` (mean over the Keras epoch = checkpoint interval) and
+  ``train/test_state_accuracy`` (every step is scored: the online accuracy over the last
+  `accuracy_window` predictions), on the training streams (MNIST training images);
+- every `eval_interval` batches, ``heldout/accuracy`` of the model's own predictor on
+  `eval_streams` held-out streams rendered from MNIST *test* images (seed + 1), run from a zero
+  state with the memory frozen, without touching the training streams;
+  ``heldout/determined_accuracy`` (the steps the current sequence's earlier digits determine),
+  ``heldout/ceiling`` and ``train/ceiling`` (the Bayes ceiling of the set, 8/9 for pagi9),
+  ``heldout/fraction_of_ceiling``, and the confusion matrix as an image;
+- the headline: the held-out accuracy after training (results.json ``evaluation``).
+
+The run stops once the online accuracy over a full window reaches `stop_target`.
+
+Example:
+
+```python
+from pagi_rsm import definitions
+[config] = definitions.resolve(workflow="image_sequence",
+                               experiment_overrides={"batches": 50})
+results = config.workflow_class(config).run()
+```
+"""
+from pagi_rsm.workflows.workflow import Workflow
+
+# README values (Cerenaut/rsm README table; docs/image_sequence.md) in SequenceMemoryStack's
+# hparam names. input_dim and num_classes are set by the dataset (784 pixels, 10 digits).
+PAPER_HPARAMS = {
+    "num_layers": 1,
+    "batch_size": 300,
+    "groups": [200],
+    "cells_per_group": [6],
+    "sparsity": [25],
+    "inhibition_decay": [0.5],
+    "recurrent_decay": [0.0],
+    "predictor_hidden_size": [1200],
+    "learning_rate": 5e-4,
+    # The predictor as the grammar workflow found works best on this stack (docs/running.md):
+    # leaky-ReLU hidden layer, linear logits, the code itself (no sum normalisation), its own
+    # lr 2e-3. No input trace: the streams are never reset, so it would never be cleared.
+    "predictor_nonlinearity": ["leaky_relu", "none"],
+    "predictor_norm": None,
+    "predictor_learning_rate": 2e-3,
+    "freq_update_interval": 40,
+    # every step is scored: test_state_accuracy is the online accuracy over the last 100 steps
+    "accuracy_window": 30000,
+}
+
+
+class ImageSequenceWorkflow(Workflow):
+    """Trains a `SequenceMemoryStack` on `make_image_sequence_dataset` streams (module docstring).
+
+    Workflow options (besides the base class's): ``sequences`` (a digit string, "pagi9", or a
+    list of sequences), ``sequence_file`` (a file of sequences, one per line; replaces
+    `sequences` when set), ``exemplars`` ("random", "same"), ``chunk_length`` (time steps per
+    batch), ``mnist_dir`` (MNIST IDX files; "" = `$PAGI_RSM_MNIST_DIR` or tensorflow-datasets),
+    ``eval_interval`` (batches between held-out evaluations, 0: only at the end),
+    ``eval_streams``, ``eval_warmup_chunks``, ``eval_chunks``.
+    """
+
+    headline_metric = "heldout_accuracy"
+    headline_mode = "max"
+    integer_options = Workflow.integer_options + (
+        ("chunk_length", 1), ("eval_interval", 0), ("eval_streams", 1),
+        ("eval_warmup_chunks", 0), ("eval_chunks", 1))
+
+    @classmethod
+    def default_experiment_options(cls):
+        return {"component": "sequence_memory_stack", "dataset": "image_sequence",
+                "batches": 5000, "seed": 1234,
+                "hparams_override": dict(PAPER_HPARAMS)}
+
+    @classmethod
+    def default_options(cls):
+        options = super().default_options()
+        options.update({
+            "sequences": "0123456789",
+            "sequence_file": "",
+            "exemplars": "random",
+            "chunk_length": 10,
+            "mnist_dir": "",
+            "checkpoint_interval": 250,
+            "image_interval": 250,
+            # stop once the online accuracy over the last accuracy_window predictions holds
+            "stop_metric": "test_state_accuracy",
+            "stop_target": 0.99,
+            "stop_mode": "max",
+            "stop_window": 30000,
+            "stop_window_metric": "test_state_count",
+            # held-out streams (MNIST test images, seed + 1): every eval_interval batches
+            # (0: only after training), eval_streams streams, eval_warmup_chunks unscored then
+            # eval_chunks scored chunks
+            "eval_interval": 250,
+            "eval_streams": 100,
+            "eval_warmup_chunks": 5,
+            "eval_chunks": 10,
+        })
+        return options
+
+    @classmethod
+    def complete_config(cls, config):
+        """Checks the sequences and exemplars; sets `input_dim` 784 and `num_classes` 10."""
+        from pagi_rsm.datasets import image_sequence
+        options = config.workflow_options
+        if options["exemplars"] not in image_sequence.EXEMPLARS:
+            raise ValueError(f"workflow-options.exemplars must be one of "
+                             f"{', '.join(image_sequence.EXEMPLARS)}, got "
+                             f"{options['exemplars']!r}")
+        try:
+            cls._sequences(options)
+        except (ValueError, FileNotFoundError) as e:
+            raise ValueError(f"workflow-options: {e}") from None
+        hparams = config.hparams
+        for key, value in (("input_dim", 28 * 28), ("num_classes", image_sequence.NUM_CLASSES)):
+            if hparams.get(key) is None:
+                hparams[key] = value
+            elif hparams[key] != value:
+                raise ValueError(f"hparams_override.{key} is {hparams[key]} but the image "
+                                 f"sequences give {value}; leave it unset")
+
+    @staticmethod
+    def _sequences(options):
+        from pagi_rsm.datasets import image_sequence
+        if options["sequence_file"]:
+            return image_sequence.parse_sequences(sequence_file=options["sequence_file"])
+        return image_sequence.parse_sequences(options["sequences"])
+
+    def _streams(self, streams, seed, start_chunk, split):
+        """(dataset, meta) of `streams` image-sequence streams of `split` from chunk
+        `start_chunk`."""
+        return self.config.dataset_fn(
+            sequences=self._sequences(self.options), batch_size=streams,
+            chunk_length=self.options["chunk_length"], exemplars=self.options["exemplars"],
+            split=split, seed=seed, start_chunk=start_chunk,
+            mnist_dir=self.options["mnist_dir"] or None)
+
+    def build_dataset(self, start_batch):
+        dataset, self.meta = self._streams(self.hparams["batch_size"], self.config.seed,
+                                           start_batch, "train")
+        return dataset
+
+    def _heldout(self):
+        """The held-out evaluation callback (MNIST test images, seed + 1)."""
+        from pagi_rsm.callbacks.heldout_accuracy import HeldOutAccuracy
+        options = self.options
+        held_out = (self.config.seed + 1) % 2 ** 64
+        if getattr(self, "_heldout_callback", None) is None:
+            self._heldout_callback = HeldOutAccuracy(
+                self.writer, self.clock, max(options["eval_interval"], 1),
+                lambda: self._streams(options["eval_streams"], held_out, 0, "test")[0],
+                num_classes=self.hparams["num_classes"], chunks=options["eval_chunks"],
+                warmup_chunks=options["eval_warmup_chunks"], masks=("determined",),
+                ceiling=self.meta.ceiling)
+        return self._heldout_callback
+
+    def extra_callbacks(self):
+        """Held-out evaluation every `eval_interval` batches (none when 0)."""
+        return [self._heldout()] if self.options["eval_interval"] else []
+
+    def evaluate(self, model, training):
+        """The held-out evaluation of the final model, plus the ceilings."""
+        results = super().evaluate(model, training)
+        if training["status"] == "nan":
+            return results
+        callback = self._heldout()
+        values = callback.evaluate(model)
+        callback.write(values, training["batches"])
+        self.writer.flush()
+        results.update({f"heldout_{k}": v for k, v in values.items()
+                        if k not in ("ceiling",)})
+        results["ceiling"] = self.meta.ceiling
+        results["first_order_ceiling"] = self.meta.first_order_ceiling
+        return results
