@@ -152,3 +152,6 @@ register("dataset", "image_sequence",
          "pagi_rsm.datasets.image_sequence:make_image_sequence_dataset",
          "Digit sequences (cycled strings or a stochastic set) shown as MNIST images, "
          "B parallel streams, never reset")
+
+register("component", "stream_lstm", "pagi_rsm.components.stream_lstm:StreamLSTM",
+         "LSTM + softmax readout on continuing streams, truncated BPTT (image-sequence baseline)")

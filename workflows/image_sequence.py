@@ -65,14 +65,18 @@ class ImageSequenceWorkflow(Workflow):
     `sequences` when set), ``exemplars`` ("random", "same"), ``chunk_length`` (time steps per
     batch), ``mnist_dir`` (MNIST IDX files; "" = `$PAGI_RSM_MNIST_DIR` or tensorflow-datasets),
     ``eval_interval`` (batches between held-out evaluations, 0: only at the end),
-    ``eval_streams``, ``eval_warmup_chunks``, ``eval_chunks``.
+    ``eval_streams``, ``eval_warmup_chunks``, ``eval_chunks``; ``model``: "rsm" (the
+    component of the definition) or "lstm" (the baseline `StreamLSTM` with ``lstm_units`` units
+    and Adam at ``lstm_learning_rate``, trained by BPTT truncated to `chunk_length` steps, on
+    the same streams, with `batch_size` and `accuracy_window` from the hparams).
     """
 
     headline_metric = "heldout_accuracy"
     headline_mode = "max"
     integer_options = Workflow.integer_options + (
         ("chunk_length", 1), ("eval_interval", 0), ("eval_streams", 1),
-        ("eval_warmup_chunks", 0), ("eval_chunks", 1))
+        ("eval_warmup_chunks", 0), ("eval_chunks", 1), ("lstm_units", 1))
+    MODELS = ("rsm", "lstm")
 
     @classmethod
     def default_experiment_options(cls):
@@ -104,6 +108,10 @@ class ImageSequenceWorkflow(Workflow):
             "eval_streams": 100,
             "eval_warmup_chunks": 5,
             "eval_chunks": 10,
+            # "rsm": the definition's component; "lstm": the truncated-BPTT LSTM baseline
+            "model": "rsm",
+            "lstm_units": 450,
+            "lstm_learning_rate": 1e-3,
         })
         return options
 
@@ -112,6 +120,13 @@ class ImageSequenceWorkflow(Workflow):
         """Checks the sequences and exemplars; sets `input_dim` 784 and `num_classes` 10."""
         from pagi_rsm.datasets import image_sequence
         options = config.workflow_options
+        if options["model"] not in cls.MODELS:
+            raise ValueError(f"workflow-options.model must be one of {', '.join(cls.MODELS)}, "
+                             f"got {options['model']!r}")
+        lr = options["lstm_learning_rate"]
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+            raise ValueError(f"workflow-options.lstm_learning_rate must be a number > 0, got "
+                             f"{lr!r}")
         if options["exemplars"] not in image_sequence.EXEMPLARS:
             raise ValueError(f"workflow-options.exemplars must be one of "
                              f"{', '.join(image_sequence.EXEMPLARS)}, got "
@@ -148,6 +163,18 @@ class ImageSequenceWorkflow(Workflow):
         dataset, self.meta = self._streams(self.hparams["batch_size"], self.config.seed,
                                            start_batch, "train")
         return dataset
+
+    def create_component(self):
+        """The definition's component, or the LSTM baseline with ``model: lstm``."""
+        if self.options["model"] == "rsm":
+            return super().create_component()
+        from pagi_rsm.components.stream_lstm import StreamLSTM
+        return StreamLSTM(units=self.options["lstm_units"],
+                          input_dim=self.hparams["input_dim"],
+                          num_classes=self.hparams["num_classes"],
+                          batch_size=self.hparams["batch_size"],
+                          learning_rate=self.options["lstm_learning_rate"],
+                          accuracy_window=self.hparams["accuracy_window"])
 
     def _heldout(self):
         """The held-out evaluation callback (MNIST test images, seed + 1)."""
