@@ -16,13 +16,7 @@ from keras import ops
 from pagi_rsm.metrics.windowed_rate import WindowedRate
 from pagi_rsm.models.stream_state import StreamState
 
-DEFAULTS = {"units": 450, "input_dim": None, "num_classes": None, "batch_size": 300,
-            "learning_rate": 1e-3, "accuracy_window": 2000}
-
-
-def default_hparams():
-    """All hparams of `StreamLSTM` with their defaults."""
-    return dict(DEFAULTS)
+from pagi_rsm.hparams.stream_lstm import OPTIONS
 
 
 @keras.saving.register_keras_serializable(package="pagi_rsm")
@@ -43,20 +37,14 @@ class StreamLSTM(keras.Model):
       accuracy_window: predictions in the window of `test_state_accuracy`.
     """
 
+    options = OPTIONS
+    """The declared hparams (`pagi_rsm.hparams.stream_lstm.OPTIONS`)."""
+
     def __init__(self, **hparams):
         name = hparams.pop("name", "stream_lstm")
         for key in ("trainable", "dtype"):
             hparams.pop(key, None)
-        unknown = sorted(set(hparams) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"unknown hparam(s) {unknown}; accepted: {sorted(DEFAULTS)}")
-        hp = {**DEFAULTS, **hparams}
-        for key in ("units", "input_dim", "num_classes", "batch_size", "accuracy_window"):
-            if isinstance(hp[key], bool) or not isinstance(hp[key], int) or hp[key] < 1:
-                raise ValueError(f"hparam {key!r} must be an integer >= 1, got {hp[key]!r}")
-        lr = hp["learning_rate"]
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-            raise ValueError(f"hparam 'learning_rate' must be a number > 0, got {lr!r}")
+        hp = OPTIONS.check({**OPTIONS.defaults(), **hparams})
         super().__init__(name=name)
         self.hparams = hp
         self.cell = keras.layers.LSTMCell(hp["units"], name="lstm_cell")

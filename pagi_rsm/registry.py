@@ -178,4 +178,5 @@ register("dataset", "image_sequence",
          "B parallel streams, never reset")
 
 register("component", "stream_lstm", "pagi_rsm.components.stream_lstm:StreamLSTM",
-         "LSTM + softmax readout on continuing streams, truncated BPTT (image-sequence baseline)")
+         "LSTM + softmax readout on continuing streams, truncated BPTT (image-sequence baseline)",
+         options="pagi_rsm.hparams.stream_lstm:OPTIONS")

@@ -31,6 +31,7 @@ from pagi_rsm import definitions
 results = config.workflow_class(config).run()
 ```
 """
+from pagi_rsm.options import Option
 from pagi_rsm.workflows.workflow import Workflow
 
 # README values (Cerenaut/rsm README table; docs/image_sequence.md) in SequenceMemoryStack's
@@ -40,43 +41,63 @@ PAPER_HPARAMS = {
     "batch_size": 300,
     "groups": [200],
     "cells_per_group": [6],
-    "sparsity": [25],
+    "active_groups": [25],
     "inhibition_decay": [0.5],
     "recurrent_decay": [0.0],
     "predictor_hidden_size": [1200],
     "learning_rate": 5e-4,
-    # The predictor as the grammar workflow found works best on this stack (docs/running.md):
+    # The predictor as the grammar workflow found works best on this stack
+    # (docs/running.md#the-grammar-jobs-settings-and-what-they-rest-on):
     # leaky-ReLU hidden layer, linear logits, the code itself (no sum normalisation), its own
     # lr 2e-3. No input trace: the streams are never reset, so it would never be cleared.
     "predictor_nonlinearity": ["leaky_relu", "none"],
     "predictor_norm": None,
     "predictor_learning_rate": 2e-3,
-    "freq_update_interval": 40,
+    "duty_cycle_interval": 40,
     # every step is scored: test_state_accuracy is the online accuracy over the last 100 steps
     "accuracy_window": 30000,
 }
 
 
 class ImageSequenceWorkflow(Workflow):
-    """Trains a `SequenceMemoryStack` on `make_image_sequence_dataset` streams (module docstring).
+    """Trains a `SequenceMemoryStack` (or, with ``model: lstm``, the `StreamLSTM` baseline) on
+    `make_image_sequence_dataset` streams (see the module docstring).
 
-    Workflow options (besides the base class's): ``sequences`` (a digit string, "pagi9", or a
-    list of sequences), ``sequence_file`` (a file of sequences, one per line; replaces
-    `sequences` when set), ``exemplars`` ("random", "same"), ``chunk_length`` (time steps per
-    batch), ``mnist_dir`` (MNIST IDX files; "" = `$PAGI_RSM_MNIST_DIR` or tensorflow-datasets),
-    ``eval_interval`` (batches between held-out evaluations, 0: only at the end),
-    ``eval_streams``, ``eval_warmup_chunks``, ``eval_chunks``; ``model``: "rsm" (the
-    component of the definition) or "lstm" (the baseline `StreamLSTM` with ``lstm_units`` units
-    and Adam at ``lstm_learning_rate``, trained by BPTT truncated to `chunk_length` steps, on
-    the same streams, with `batch_size` and `accuracy_window` from the hparams).
+    Its options are declared in `options` (listed in docs/options.md and by
+    ``pagi run --workflow=image_sequence --help``).
     """
 
     headline_metric = "heldout_accuracy"
     headline_mode = "max"
-    integer_options = Workflow.integer_options + (
-        ("chunk_length", 1), ("eval_interval", 0), ("eval_streams", 1),
-        ("eval_warmup_chunks", 0), ("eval_chunks", 1), ("lstm_units", 1))
     MODELS = ("rsm", "lstm")
+    options = Workflow.options.extend(
+        Option("sequences", "0123456789", "the digit sequences: a digit string (cycled), "
+               "pagi9 (the stochastic 8x9 set), or a list of sequences (digit strings or lists "
+               "of digits; the next one drawn uniformly at each end)", kind="any"),
+        Option("sequence_file", "", "a file of sequences, one line of digits each; replaces "
+               "sequences when set"),
+        Option("exemplars", "random", "the image of a digit: random (a fresh MNIST exemplar per "
+               "step) or same (the split's first exemplar)", choices=("random", "same")),
+        Option("chunk_length", 10, "time steps per batch (the LSTM's truncation length)", low=1),
+        Option("mnist_dir", "", "directory of the MNIST IDX files (empty: $PAGI_RSM_MNIST_DIR "
+               "or a tensorflow-datasets copy)"),
+        Option("eval_interval", 250, "batches between held-out evaluations (MNIST test images, "
+               "seed + 1, memory frozen); 0: only after training", low=0),
+        Option("eval_streams", 100, "held-out streams", low=1),
+        Option("eval_warmup_chunks", 5, "held-out chunks run from a zero state before scoring",
+               low=0),
+        Option("eval_chunks", 10, "held-out chunks scored", low=1),
+        Option("model", "rsm", "rsm: the definition's component; lstm: the truncated-BPTT LSTM "
+               "baseline (lstm_units, lstm_learning_rate; batch_size and accuracy_window from "
+               "the hparams)", choices=MODELS),
+        Option("lstm_units", 450, "units of the LSTM baseline", low=1),
+        Option("lstm_learning_rate", 1e-3, "Adam learning rate of the LSTM baseline", low=0,
+               low_open=True),
+    ).with_defaults(
+        checkpoint_interval=250, image_interval=250,
+        # stop once the online accuracy over the last accuracy_window predictions holds
+        stop_metric="test_state_accuracy", stop_target=0.99, stop_mode="max",
+        stop_window=30000, stop_window_metric="test_state_count")
 
     @classmethod
     def default_experiment_options(cls):
@@ -85,52 +106,10 @@ class ImageSequenceWorkflow(Workflow):
                 "hparams_override": dict(PAPER_HPARAMS)}
 
     @classmethod
-    def default_options(cls):
-        options = super().default_options()
-        options.update({
-            "sequences": "0123456789",
-            "sequence_file": "",
-            "exemplars": "random",
-            "chunk_length": 10,
-            "mnist_dir": "",
-            "checkpoint_interval": 250,
-            "image_interval": 250,
-            # stop once the online accuracy over the last accuracy_window predictions holds
-            "stop_metric": "test_state_accuracy",
-            "stop_target": 0.99,
-            "stop_mode": "max",
-            "stop_window": 30000,
-            "stop_window_metric": "test_state_count",
-            # held-out streams (MNIST test images, seed + 1): every eval_interval batches
-            # (0: only after training), eval_streams streams, eval_warmup_chunks unscored then
-            # eval_chunks scored chunks
-            "eval_interval": 250,
-            "eval_streams": 100,
-            "eval_warmup_chunks": 5,
-            "eval_chunks": 10,
-            # "rsm": the definition's component; "lstm": the truncated-BPTT LSTM baseline
-            "model": "rsm",
-            "lstm_units": 450,
-            "lstm_learning_rate": 1e-3,
-        })
-        return options
-
-    @classmethod
     def complete_config(cls, config):
         """Checks the sequences and exemplars; sets `input_dim` 784 and `num_classes` 10."""
         from pagi_rsm.datasets import image_sequence
         options = config.workflow_options
-        if options["model"] not in cls.MODELS:
-            raise ValueError(f"workflow-options.model must be one of {', '.join(cls.MODELS)}, "
-                             f"got {options['model']!r}")
-        lr = options["lstm_learning_rate"]
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-            raise ValueError(f"workflow-options.lstm_learning_rate must be a number > 0, got "
-                             f"{lr!r}")
-        if options["exemplars"] not in image_sequence.EXEMPLARS:
-            raise ValueError(f"workflow-options.exemplars must be one of "
-                             f"{', '.join(image_sequence.EXEMPLARS)}, got "
-                             f"{options['exemplars']!r}")
         try:
             cls._sequences(options)
         except (ValueError, FileNotFoundError) as e:
@@ -142,6 +121,16 @@ class ImageSequenceWorkflow(Workflow):
             elif hparams[key] != value:
                 raise ValueError(f"hparams_override.{key} is {hparams[key]} but the image "
                                  f"sequences give {value}; leave it unset")
+
+    @classmethod
+    def load_data_files(cls, config):
+        """Reads the MNIST images the run needs (training split; test split for held-out
+        streams), so that missing files stop the run before it starts."""
+        from pagi_rsm.datasets import mnist
+        options = config.workflow_options
+        if options["exemplars"] == "random":
+            mnist.load_mnist(options["mnist_dir"] or None, split="train")
+        mnist.load_mnist(options["mnist_dir"] or None, split="test")
 
     @staticmethod
     def _sequences(options):

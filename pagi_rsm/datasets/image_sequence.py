@@ -33,9 +33,8 @@ import dataclasses
 import pathlib
 
 import numpy as np
-import tensorflow as tf
 
-from pagi_rsm.checks import check_int
+from pagi_rsm import checks
 from pagi_rsm.datasets import grammar as grammar_data
 
 NUM_CLASSES = 10
@@ -419,17 +418,15 @@ def make_image_sequence_dataset(sequences=None, sequence_file=None, batch_size=3
       >>> next(iter(ds))["labels"].numpy().tolist(), meta.ceiling
       ([[0, 1, 2, 3], [1, 2, 3, 0]], 1.0)
     """
+    import tensorflow as tf  # here, so that checking a definition needs no TensorFlow
     parsed = parse_sequences(sequences, sequence_file)
-    batch_size = check_int("batch_size", batch_size, 1)
-    chunk_length = check_int("chunk_length", chunk_length, 1)
-    start_chunk = check_int("start_chunk", start_chunk, 0)
-    if exemplars not in EXEMPLARS:
-        raise ValueError(f"exemplars must be one of {EXEMPLARS}, got {exemplars!r}")
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    batch_size = checks.check_int("batch_size", batch_size, low=1)
+    chunk_length = checks.check_int("chunk_length", chunk_length, low=1)
+    start_chunk = checks.check_int("start_chunk", start_chunk, low=0)
+    seed = checks.check_int("seed", seed, 0, 2 ** 64 - 1)
+    checks.check_choice("exemplars", exemplars, EXEMPLARS)
+    checks.check_choice("split", split, SPLITS)
     grammar = sequence_grammar(parsed)
-    # Check the seed before loading MNIST (GrammarStreams checks it again, lazily).
-    grammar_data.GrammarStreams(grammar, batch_size=1, seed=seed)
     table, offsets, counts = grammar_data.glyph_table(NUM_CLASSES, exemplars, mnist_dir, split)
     dataset = grammar_data.chunk_stream(grammar, batch_size, chunk_length, seed, start_chunk,
                                         None if exemplars != "random" else (offsets, counts))
