@@ -199,3 +199,15 @@ register("component", "gan_rectifier", "pagi_rsm.components.gan_rectifier:GANRec
 register("dataset", "bouncing_balls",
          "pagi_rsm.datasets.bouncing_balls:make_bouncing_balls_dataset",
          "Bouncing balls (3 balls, 30x30 px padded to 34x34): B streams of fresh sequences")
+
+register("workflow", "image_sequence", "pagi_rsm.workflows.image_sequence:ImageSequenceWorkflow",
+         "MNIST image sequences (fixed, higher-order, stochastic 8x9): RSM names the next digit")
+
+register("dataset", "image_sequence",
+         "pagi_rsm.datasets.image_sequence:make_image_sequence_dataset",
+         "Digit sequences (cycled strings or a stochastic set) shown as MNIST images, "
+         "B parallel streams, never reset")
+
+register("component", "stream_lstm", "pagi_rsm.components.stream_lstm:StreamLSTM",
+         "LSTM + softmax readout on continuing streams, truncated BPTT (image-sequence baseline)",
+         options="pagi_rsm.hparams.stream_lstm:OPTIONS")

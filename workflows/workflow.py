@@ -322,7 +322,7 @@ class Workflow:
         the strategy's scope."""
         import tensorflow as tf
         with self.strategy.scope():
-            model = self.config.component_class(**self.hparams)
+            model = self.create_component()
             if not model.built:
                 model.build(tf.nest.map_structure(lambda s: s.shape.as_list(),
                                                   dataset.element_spec))
@@ -335,6 +335,11 @@ class Workflow:
                             if self.config.experiment["deterministic"] else "")
         self.jit_compile = bool(effective)
         return model
+
+    def create_component(self):
+        """The component, constructed under the strategy's scope (not yet built or compiled);
+        the base class: ``component_class(**hparams)``."""
+        return self.config.component_class(**self.hparams)
 
     def compile_component(self, model):
         """Compiles `model`; the base class passes only `jit_compile` (components create their

@@ -2,6 +2,7 @@
 from pagi_rsm.callbacks.batch_metrics import BatchMetrics
 from pagi_rsm.callbacks.best_weights import BestWeights, ValidationMonitor
 from pagi_rsm.callbacks.boost_strength import BoostStrengthDecay, k_winners_layers
+from pagi_rsm.callbacks.heldout_accuracy import HeldOutAccuracy
 from pagi_rsm.callbacks.nan_guard import NaNGuard
 from pagi_rsm.callbacks.periodic_checkpoint import PeriodicCheckpoint
 from pagi_rsm.callbacks.probe_summaries import ProbeSummaries
@@ -13,4 +14,4 @@ from pagi_rsm.callbacks.tensorboard_summaries import BatchSummaries, write_weigh
 __all__ = ["BoostStrengthDecay", "k_winners_layers"]
 __all__ += ["NaNGuard", "PeriodicCheckpoint", "HeadlineProgress", "RunClock", "StopAtTarget",
             "BatchSummaries", "write_weight_histograms", "ProbeSummaries", "TargetStop",
-            "BatchMetrics", "BestWeights", "ValidationMonitor"]
+            "BatchMetrics", "BestWeights", "ValidationMonitor", "HeldOutAccuracy"]

@@ -97,6 +97,8 @@ class Grammar:
         false).
       transitions: mapping node -> non-empty list of `{state: <state name>, next: <node> | -1}`.
       start: the node where every string starts.
+      symbols: optional list of every symbol in class order (class id c is `symbols[c]`; it may
+        hold symbols no state shows). Default: the states' symbols, sorted.
 
     Raises:
       ValueError: naming the offending key, for unknown state or node names, malformed entries,
@@ -109,12 +111,14 @@ class Grammar:
       (('B', 'E', 'P', 'S', 'T', 'V', 'X'), 7)
     """
 
-    _CONFIG_KEYS = ("states", "transitions", "start")
+    _CONFIG_KEYS = ("states", "transitions", "start", "symbols")
     _STATE_KEYS = ("symbol", "test", "end")
 
-    def __init__(self, states, transitions, start=START):
+    def __init__(self, states, transitions, start=START, symbols=None):
         self._config = {"states": states, "transitions": transitions, "start": start}
-        self._parse_states(states)
+        if symbols is not None:
+            self._config["symbols"] = list(symbols)
+        self._parse_states(states, symbols)
         self._parse_transitions(transitions, start)
         self._check_termination()
 
@@ -133,18 +137,22 @@ class Grammar:
         for key in ("states", "transitions"):
             if key not in config:
                 raise ValueError(f"grammar is missing {key!r}")
-        return cls(config["states"], config["transitions"], config.get("start", START))
+        return cls(config["states"], config["transitions"], config.get("start", START),
+                   config.get("symbols"))
 
     def get_config(self):
         """The mapping this grammar was built from (plain dicts and lists)."""
         states = {name: dict(spec) for name, spec in self._config["states"].items()}
         transitions = {node: [dict(t) for t in out]
                        for node, out in self._config["transitions"].items()}
-        return {"states": states, "transitions": transitions, "start": self._config["start"]}
+        config = {"states": states, "transitions": transitions, "start": self._config["start"]}
+        if "symbols" in self._config:
+            config["symbols"] = list(self._config["symbols"])
+        return config
 
     # --- validation and tables --------------------------------------------------------------
 
-    def _parse_states(self, states):
+    def _parse_states(self, states, order=None):
         if not isinstance(states, Mapping) or not states:
             raise ValueError("grammar 'states' must be a non-empty mapping of state name -> "
                              "{symbol, test, end}")
@@ -174,7 +182,15 @@ class Grammar:
             raise ValueError("grammar 'states' has no end state: mark the last state of a "
                              "string with end: true")
         self.state_names = tuple(names)
-        self.symbols = tuple(sorted(set(symbols)))
+        if order is None:
+            self.symbols = tuple(sorted(set(symbols)))
+        else:
+            self.symbols = tuple(order)
+            if len(set(self.symbols)) != len(self.symbols):
+                raise ValueError(f"grammar 'symbols' lists a symbol twice: {list(order)!r}")
+            missing = sorted(set(symbols) - set(self.symbols))
+            if missing:
+                raise ValueError(f"grammar 'symbols' misses the state symbol(s) {missing}")
         class_of = {s: i for i, s in enumerate(self.symbols)}
         self.state_class = np.array([class_of[s] for s in symbols], dtype=np.int32)
         self.state_test = np.array(tests, dtype=bool)
@@ -240,16 +256,22 @@ class Grammar:
                 if nxt != END_OF_STRING and nxt not in reachable:
                     reachable.add(int(nxt))
                     frontier.append(int(nxt))
-        finishing, changed = set(), True
-        while changed:
-            changed = False
-            for node in range(len(self.nodes)):
-                if node in finishing:
-                    continue
-                nxt = self._out_next[node, :self._num_out[node]]
-                if any(n == END_OF_STRING or n in finishing for n in nxt):
+        # Nodes that can end a string: a backward search from the nodes with an ending edge.
+        predecessors = [[] for _ in self.nodes]
+        finishing, frontier = set(), []
+        for node in range(len(self.nodes)):
+            for nxt in self._out_next[node, :self._num_out[node]]:
+                if nxt == END_OF_STRING:
+                    if node not in finishing:
+                        finishing.add(node)
+                        frontier.append(node)
+                else:
+                    predecessors[int(nxt)].append(node)
+        while frontier:
+            for node in predecessors[frontier.pop()]:
+                if node not in finishing:
                     finishing.add(node)
-                    changed = True
+                    frontier.append(node)
         for node in sorted(reachable):
             if node not in finishing:
                 raise ValueError(
@@ -273,8 +295,30 @@ class Grammar:
         return tuple(n for n, e in zip(self.state_names, self.state_end) if e)
 
     def mean_length(self):
-        """Expected number of states in a string (solves the Markov chain's linear system)."""
+        """Expected number of states in a string.
+
+        Without cycles (e.g. fixed sequences) a pass in reverse topological order; otherwise the
+        Markov chain's linear system (dense, so for grammars of up to a few thousand nodes).
+        """
         nodes = self._reachable
+        edges = {int(n): [int(m) for m in self._out_next[n, :self._num_out[n]]] for n in nodes}
+        waiting = {n: 0 for n in edges}   # successors not yet computed
+        parents = {n: [] for n in edges}
+        for n, out in edges.items():
+            for m in out:
+                if m != END_OF_STRING:
+                    waiting[n] += 1
+                    parents[m].append(n)
+        expected, ready = {}, [n for n, w in waiting.items() if w == 0]
+        while ready:
+            n = ready.pop()
+            expected[n] = 1.0 + sum(expected.get(m, 0.0) for m in edges[n]) / len(edges[n])
+            for p in parents[n]:
+                waiting[p] -= 1
+                if waiting[p] == 0:
+                    ready.append(p)
+        if len(expected) == len(edges):
+            return float(expected[self.start])
         pos = {int(n): i for i, n in enumerate(nodes)}
         a = np.eye(len(nodes))
         for n in nodes:
@@ -534,24 +578,63 @@ class GrammarMeta:
     seed: int
 
 
-def _glyph_table(grammar, render, mnist_dir):
-    """(table, offsets, counts): the rendering lookup table and, for 'random', per-class rows."""
-    c = grammar.num_classes
+def glyph_table(num_classes, render, mnist_dir=None, split="train"):
+    """(table, offsets, counts): the rendering table of classes 0..num_classes-1 as MNIST digits.
+
+    - "onehot": (None, None, None).
+    - "same": table float32 [num_classes, 784] in [0, 1], row c the first exemplar of digit c in
+      `split` (for "train" the shipped glyphs, no MNIST files needed).
+    - "random": table uint8 [N, 784] of every `split` image of digits below num_classes, sorted
+      by class; the images of class c are rows offsets[c] .. offsets[c] + counts[c] - 1.
+
+    Raises:
+      ValueError: more than 10 classes for an MNIST rendering, or an unknown `render`/`split`.
+      MnistNotFoundError: MNIST is needed ("random", or "same" of the test split) and missing.
+    """
+    if render not in RENDERS:
+        raise ValueError(f"render must be one of {RENDERS}, got {render!r}")
     if render == "onehot":
         return None, None, None
+    c = num_classes
     if c > 10:
         raise ValueError(f"render={render!r} draws symbol class c as MNIST digit c, so it "
                          f"supports at most 10 symbols; this grammar has {c}")
     from pagi_rsm.datasets import mnist
-    if render == "same":
+    if render == "same" and split == "train":
         glyphs = mnist.load_glyphs()[:c].reshape(c, -1).astype(np.float32) / 255.0
         return glyphs, None, None
-    images, labels = mnist.load_mnist(mnist_dir, split="train")
+    images, labels = mnist.load_mnist(mnist_dir, split=split)
+    if render == "same":
+        glyphs, _ = mnist.first_exemplars(images, labels, c)
+        return glyphs.reshape(c, -1).astype(np.float32) / 255.0, None, None
     order = np.argsort(labels, kind="stable")
     order = order[labels[order] < c]
     counts = np.bincount(labels[order], minlength=c)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
     return images[order].reshape(len(order), -1), offsets, counts
+
+
+def _glyph_table(grammar, render, mnist_dir):
+    """`glyph_table` of a grammar's classes from the training split."""
+    return glyph_table(grammar.num_classes, render, mnist_dir)
+
+
+def render_inputs(render, table, labels, rows=None, num_classes=None):
+    """The model inputs [B, T, D] of class ids `labels` (tf): one-hot, or rows of `table`.
+
+    Args:
+      render: "onehot", "same" or "random" (see `glyph_table`).
+      table: the table of `glyph_table` as a tf constant (None for "onehot").
+      labels: int32 [B, T] class ids.
+      rows: int32 [B, T] rows of `table` ("random" only).
+      num_classes: depth of the one-hot code.
+    """
+    import tensorflow as tf
+    if render == "onehot":
+        return tf.one_hot(labels, num_classes, dtype=tf.float32)
+    if render == "same":
+        return tf.gather(table, labels)
+    return tf.cast(tf.gather(table, rows), tf.float32) * (1.0 / 255.0)
 
 
 class _ChunkSource:
@@ -631,6 +714,22 @@ def encode_string(text, grammar=None, render="same"):
     return {"inputs": inputs[None], "reset": reset}
 
 
+def chunk_stream(grammar, batch_size, chunk_length, seed, start_chunk=0, random_rows=None):
+    """The Python side of a chunked stream dataset: chunk i of `GrammarStreams`, as tf.data.
+
+    Element i is ``(states int32 [B, T], reset bool [B, T])`` for time steps [i*T, (i+1)*T), plus
+    ``rows int32 [B, T]`` with `random_rows` = (offsets, counts) of a class-sorted exemplar table
+    (`glyph_table`): per (stream, time step) a uniformly drawn row of the symbol's class, a
+    function of (seed, stream, step). Starts at chunk `start_chunk` (resumes exactly).
+    """
+    import tensorflow as tf
+    shape = (batch_size, chunk_length)
+    source = _ChunkSource(grammar, batch_size, chunk_length, seed, random_rows)
+    outputs = [tf.int32, tf.bool] + ([tf.int32] if random_rows is not None else [])
+    return indexed_stream(source, [tf.TensorSpec(shape, dtype) for dtype in outputs],
+                          start=start_chunk)
+
+
 def make_grammar_dataset(grammar=None, batch_size=400, chunk_length=12, render="same", seed=1234,
                          start_chunk=0, mnist_dir=None, include_state_ids=False):
     """An infinite tf.data.Dataset of chunked grammar streams, for `model.fit`.
@@ -675,13 +774,9 @@ def make_grammar_dataset(grammar=None, batch_size=400, chunk_length=12, render="
     if render not in RENDERS:
         raise ValueError(f"render must be one of {RENDERS}, got {render!r}")
     table, offsets, counts = _glyph_table(grammar, render, mnist_dir)
-    shape = (batch_size, chunk_length)
-    source = _ChunkSource(grammar, batch_size, chunk_length, seed,
-                          None if render != "random" else (offsets, counts))
     import tensorflow as tf  # here, so that checking a definition needs no TensorFlow
-    outputs = [tf.int32, tf.bool] + ([tf.int32] if render == "random" else [])
-    dataset = indexed_stream(source, [tf.TensorSpec(shape, dtype) for dtype in outputs],
-                             start=start_chunk)
+    dataset = chunk_stream(grammar, batch_size, chunk_length, seed, start_chunk,
+                           None if render != "random" else (offsets, counts))
 
     class_of_state = tf.constant(grammar.state_class, tf.int32)
     test_of_state = tf.constant(grammar.state_test, tf.float32)
@@ -689,12 +784,7 @@ def make_grammar_dataset(grammar=None, batch_size=400, chunk_length=12, render="
 
     def element(states, reset, rows=None):
         labels = tf.gather(class_of_state, states)
-        if render == "onehot":
-            inputs = tf.one_hot(labels, grammar.num_classes, dtype=tf.float32)
-        elif render == "same":
-            inputs = tf.gather(glyphs, labels)
-        else:
-            inputs = tf.cast(tf.gather(glyphs, rows), tf.float32) * (1.0 / 255.0)
+        inputs = render_inputs(render, glyphs, labels, rows, grammar.num_classes)
         out = {"inputs": inputs, "labels": labels, "reset": tf.cast(reset, tf.float32),
                "test": tf.gather(test_of_state, states)}
         if include_state_ids:
