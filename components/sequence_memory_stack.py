@@ -289,18 +289,22 @@ class SequenceMemoryStack(keras.Model):
         layer_input = x
         for l, cell in enumerate(self.cells):
             feedback = feedback_from[l + 1] if (bi and l + 1 < self.num_layers) else None
-            out = cell.step(layer_input, states[l], reset=reset, feedback=feedback,
-                            training=training)
-            memory_losses.append(ops.mean(ops.square(
-                ops.cast(layer_input, "float32") - ops.cast(out.decoding, "float32"))))
+            with tf.name_scope(f"memory_{l}"):
+                out = cell.step(layer_input, states[l], reset=reset, feedback=feedback,
+                                training=training)
+                with tf.name_scope("loss"):
+                    memory_losses.append(ops.mean(ops.square(
+                        ops.cast(layer_input, "float32") - ops.cast(out.decoding, "float32"))))
             results.append(out)
             layer_input = self._pool(out.encoding, l)
         new_states = [r.states for r in results]
         trace = states[self.num_layers][0] if self.predictor.uses_trace else None
-        predictor_input, trace = self.predictor.condition(results[-1].encoding, trace, reset)
-        if trace is not None:
-            new_states.append([trace])
-        logits = self.predictor.classify(predictor_input, training=training)
+        with tf.name_scope("predictor"):
+            predictor_input, trace = self.predictor.condition(results[-1].encoding, trace,
+                                                              reset)
+            if trace is not None:
+                new_states.append([trace])
+            logits = self.predictor.classify(predictor_input, training=training)
         return results, new_states, memory_losses, logits
 
     def _predictor_loss(self, labels, logits):
@@ -390,15 +394,19 @@ class SequenceMemoryStack(keras.Model):
             with _tape(update_each_step) as tape:
                 results, states, memory_losses, logits = self._step(
                     x[:, t], reset[:, t], states, training)
-                predictor_loss = self._predictor_loss(labels[:, t], logits)
+                with tf.name_scope("predictor_loss"):
+                    predictor_loss = self._predictor_loss(labels[:, t], logits)
                 total = self._total(memory_losses, predictor_loss)
             if update_each_step:
-                self._apply(tape, total, self.time_step + t)
+                with tf.name_scope("update"):
+                    self._apply(tape, total, self.time_step + t)
             memory_sums = [a + b for a, b in zip(memory_sums, memory_losses)]
             predictor_sum += predictor_loss
-            log_p = self.predictor.log_distribution(logits)   # argmax log P = argmax P
-            correct.append(ops.cast(ops.argmax(log_p, axis=-1) == labels[:, t], "float32"))
-            cross_entropy.append(-ops.take_along_axis(log_p, labels[:, t, None], axis=-1)[:, 0])
+            with tf.name_scope("metrics"):
+                log_p = self.predictor.log_distribution(logits)  # argmax log P = argmax P
+                correct.append(ops.cast(ops.argmax(log_p, axis=-1) == labels[:, t], "float32"))
+                cross_entropy.append(
+                    -ops.take_along_axis(log_p, labels[:, t, None], axis=-1)[:, 0])
             for l, r in enumerate(results):
                 masks[l].append(r.mask)
         memory_losses = [s / steps for s in memory_sums]
@@ -422,11 +430,13 @@ class SequenceMemoryStack(keras.Model):
                                 update_each_step=training and not chunk_update)
             total = self._total(memory_losses, predictor_loss)
         if chunk_update:
-            self._apply(tape, total, self.time_step)
+            with tf.name_scope("update"):
+                self._apply(tape, total, self.time_step)
         for state, values in zip(self.stream_states, states):
             state.write(values)
         if training:
-            self._update_statistics(masks, steps, batch)
+            with tf.name_scope("statistics"):
+                self._update_statistics(masks, steps, batch)
         self.time_step.assign_add(steps)
         # ---- metrics
         self.test_state_window.update(correct * test, test)

@@ -12,6 +12,9 @@ RSMStep = collections.namedtuple("RSMStep", ["encoding", "decoding", "mask", "st
 _NORMS = (None, "sum", "abs_sum")
 _PATHS = ("auto", "dense", "sparse")
 _POOLINGS = ("max", "sum")
+# recurrent_path="auto" takes the sparse path when the active cells k are at most this fraction
+# of the n cells (and there is no trace): docs/performance.md has the measurements.
+AUTO_SPARSE_FRACTION = 0.01
 
 
 def _check(condition, message):
@@ -80,8 +83,11 @@ class RSMCell(keras.layers.Layer):
        `dends_per_cell`) are not reproduced; boost updates are done by the caller through
        `update_frequency` (§4), with no dead decay.
     9. The ranking shift uses the per-sample minimum over all cells (faithful).
-    The best cell of a group is the argmax (lower index on exact ties), which contains the
-    original "all equal → cell 0" rule; see `pagi_rsm.ops.rsm.group_cell_mask`.
+    Ties (docs/rsm.md, "Selection and ties"): groups tied at the k-th score and cells tied at
+    their group's best score go to the lowest index, by an explicit rule that every device
+    computes alike; this contains the original "all equal → cell 0" rule and keeps exactly k
+    cells active where the original keeps every tied cell (right after a zero state); see
+    `pagi_rsm.ops.rsm.group_cell_mask`.
     Biases default to zeros (the original's `'none'` initialiser drew Glorot-uniform biases);
     pass `bias_initializer="glorot_uniform"` to match it.
 
@@ -115,13 +121,12 @@ class RSMCell(keras.layers.Layer):
       output_decoding: when used in `keras.layers.RNN`, the output is `concat([y, x̂])`
         instead of y, so a plain Keras loss can train the decoder.
       recurrent_path: "dense" computes R = r W_r as a matmul; "sparse" uses that r has at most
-        k non-zeros per sample when ε = 0 (only the k winners of y_{t−1} are non-zero) and
-        gathers just those k rows of W_r (k·B rows instead of a [B, n]×[n, n] matmul; the
-        gradient reaches only those rows). Both give the same numbers (tested).
-        "auto" (default) picks the dense path: benchmarks/rsm_throughput.py measures the
-        gather form ~10× slower than the dense matmul on CPU at the paper's shapes (B=400,
-        n=1200, k=25), because oneDNN's matmul is far more efficient per FLOP than the
-        [B, k, n] gather and segment-sum of the gradient.
+        k non-zeros per sample when ε = 0 (only the k winners of y_{t−1} are non-zero) and adds
+        just their rows of W_r (`pagi_rsm.ops.rsm.sparse_input_matmul`: B·k·n multiply-adds
+        instead of B·n², forward and gradient). Both give the same numbers up to float
+        summation order (tested). "auto" (default) takes the sparse path when ε = 0 and
+        k ≤ 1% of the n cells, where it is the faster one on CPU, else the dense path
+        (docs/performance.md).
       decoder_pooling: how the decoder reads a group: "max" over its cells (the original;
         a winner with a negative value is then invisible to the decoder and gets no decoder
         gradient, quirk 2) or "sum" (the value of the one active cell, whatever its sign).
@@ -319,16 +324,18 @@ class RSMCell(keras.layers.Layer):
 
     @property
     def uses_sparse_recurrent_path(self):
+        """True when R = r W_r runs through the non-zero entries of r (see `recurrent_path`)."""
+        if self.recurrent_path == "auto":
+            return (self.recurrent_decay == 0
+                    and self.sparsity <= AUTO_SPARSE_FRACTION * self.units)
         return self.recurrent_path == "sparse"
 
     def _recurrent(self, r_in):
-        """R = r_in W_r (+ b_r), dense or through the k non-zero rows of r_in."""
+        """R = r_in W_r (+ b_r), dense or through the non-zero entries of r_in."""
         if not self.uses_sparse_recurrent_path:
             return self._dense(r_in, self.recurrent_kernel, self.recurrent_bias)
-        _, index = tf.math.top_k(tf.abs(r_in), k=self.sparsity, sorted=False)       # [B, k]
-        values = tf.gather(r_in, index, batch_dims=1)                               # [B, k]
-        rows = tf.gather(ops.cast(self.recurrent_kernel, r_in.dtype), index)        # [B, k, n]
-        drive = tf.einsum("bk,bkn->bn", values, rows)
+        drive = rsm_ops.sparse_input_matmul(
+            r_in, ops.cast(self.recurrent_kernel, r_in.dtype), self.sparsity)
         if self.recurrent_bias is not None:
             drive = drive + ops.cast(self.recurrent_bias, drive.dtype)
         return drive
@@ -355,52 +362,59 @@ class RSMCell(keras.layers.Layer):
         f_trace = traces.pop(0) if self.input_decay > 0 else None
         b_trace = traces.pop(0) if (self.feedback_units and self.recurrent_decay > 0) else None
 
-        f_in, f_trace = rsm_ops.condition_input(
-            x_prev, f_trace, decay=self.input_decay, floor=self.input_decay_floor,
-            norm=self.input_norm, norm_eps=self.input_norm_eps, norm_first=self.input_norm_first)
-        r_in, r_trace = rsm_ops.condition_input(
-            y_prev, r_trace, decay=self.recurrent_decay, floor=self.recurrent_decay_floor,
-            norm=self.recurrent_norm, norm_eps=self.recurrent_norm_eps,
-            norm_first=self.input_norm_first)
-        f_in = self._dropout(f_in, self.input_keep_rate, training)
-        r_in = self._dropout(r_in, self.recurrent_keep_rate, training)
-
+        # Name scopes label the parts of a step in profiles (benchmarks/rsm_throughput.py
+        # --profile); they do not change the computation.
         g, c = self.groups, self.cells_per_group
-        forward = self._dense(f_in, self.input_kernel, self.input_bias)            # [B, g]
-        drive = self._recurrent(r_in)                                              # [B, n]
+        with tf.name_scope("feed_forward"):
+            f_in, f_trace = rsm_ops.condition_input(
+                x_prev, f_trace, decay=self.input_decay, floor=self.input_decay_floor,
+                norm=self.input_norm, norm_eps=self.input_norm_eps,
+                norm_first=self.input_norm_first)
+            f_in = self._dropout(f_in, self.input_keep_rate, training)
+            forward = self._dense(f_in, self.input_kernel, self.input_bias)        # [B, g]
+        with tf.name_scope("recurrent"):
+            r_in, r_trace = rsm_ops.condition_input(
+                y_prev, r_trace, decay=self.recurrent_decay, floor=self.recurrent_decay_floor,
+                norm=self.recurrent_norm, norm_eps=self.recurrent_norm_eps,
+                norm_first=self.input_norm_first)
+            r_in = self._dropout(r_in, self.recurrent_keep_rate, training)
+            drive = self._recurrent(r_in)                                          # [B, n]
         if self.feedback_units:
             if feedback is None:
                 raise ValueError("this RSMCell has feedback_units > 0: pass `feedback`")
-            feedback = tf.stop_gradient(ops.cast(feedback, dtype))
-            b_in, b_trace = rsm_ops.condition_input(
-                feedback, b_trace, decay=self.recurrent_decay, floor=self.recurrent_decay_floor,
-                norm=self.recurrent_norm, norm_eps=self.recurrent_norm_eps,
-                norm_first=self.input_norm_first)
-            b_in = self._dropout(b_in, self.recurrent_keep_rate, training)
-            drive = drive + self._dense(b_in, self.feedback_kernel, self.feedback_bias)
-        z = ops.reshape(drive, (-1, g, c)) + forward[:, :, None]                   # [B, g, c]
-
-        if self.boost_factor > 0:
-            rho = z * ops.reshape(ops.cast(self.boost, dtype), (1, g, c))
-        else:
-            refractory = 1.0 - ops.reshape(inhibition, (-1, g, c))
-            refractory = self._dropout(refractory, self.hidden_keep_rate, training)
-            rho = rsm_ops.inhibition_ranking(z, refractory)
-        mask = tf.stop_gradient(rsm_ops.group_cell_mask(rho, self.sparsity))     # [B, g, c]
-        y = self.activation(z * mask)                                             # [B, g, c]
-
-        pooled = ops.max(y, axis=-1) if self.decoder_pooling == "max" else ops.sum(y, axis=-1)
-        decoded = self._dense(pooled, self.decoder_kernel, self.decoder_bias)
-        decoded = self.decoder_activation(decoded)
-
-        y_flat = ops.reshape(y, (-1, self.units))
-        mask_flat = ops.reshape(mask, (-1, self.units))
-        encoding = tf.stop_gradient(y_flat)
-        new_inhibition = ops.maximum(self.inhibition_decay * inhibition,
-                                     mask_flat if self.inhibition_with_mask else encoding)
-        new_states = [x, encoding, new_inhibition]
-        new_states += [t for t in (r_trace, f_trace, b_trace) if t is not None]
-        new_states = [tf.stop_gradient(s) for s in new_states]
+            with tf.name_scope("feedback"):
+                feedback = tf.stop_gradient(ops.cast(feedback, dtype))
+                b_in, b_trace = rsm_ops.condition_input(
+                    feedback, b_trace, decay=self.recurrent_decay,
+                    floor=self.recurrent_decay_floor, norm=self.recurrent_norm,
+                    norm_eps=self.recurrent_norm_eps, norm_first=self.input_norm_first)
+                b_in = self._dropout(b_in, self.recurrent_keep_rate, training)
+                drive = drive + self._dense(b_in, self.feedback_kernel, self.feedback_bias)
+        with tf.name_scope("selection"):
+            z = ops.reshape(drive, (-1, g, c)) + forward[:, :, None]               # [B, g, c]
+            if self.boost_factor > 0:
+                rho = z * ops.reshape(ops.cast(self.boost, dtype), (1, g, c))
+            else:
+                refractory = 1.0 - ops.reshape(inhibition, (-1, g, c))
+                refractory = self._dropout(refractory, self.hidden_keep_rate, training)
+                rho = rsm_ops.inhibition_ranking(z, refractory)
+            mask = tf.stop_gradient(rsm_ops.group_cell_mask(rho, self.sparsity))  # [B, g, c]
+        with tf.name_scope("activation"):
+            y = self.activation(z * mask)                                         # [B, g, c]
+        with tf.name_scope("decoder"):
+            pooled = (ops.max(y, axis=-1) if self.decoder_pooling == "max"
+                      else ops.sum(y, axis=-1))
+            decoded = self._dense(pooled, self.decoder_kernel, self.decoder_bias)
+            decoded = self.decoder_activation(decoded)
+        with tf.name_scope("state"):
+            y_flat = ops.reshape(y, (-1, self.units))
+            mask_flat = ops.reshape(mask, (-1, self.units))
+            encoding = tf.stop_gradient(y_flat)
+            new_inhibition = ops.maximum(self.inhibition_decay * inhibition,
+                                         mask_flat if self.inhibition_with_mask else encoding)
+            new_states = [x, encoding, new_inhibition]
+            new_states += [t for t in (r_trace, f_trace, b_trace) if t is not None]
+            new_states = [tf.stop_gradient(s) for s in new_states]
         return RSMStep(encoding, decoded, mask_flat, new_states)
 
     def call(self, inputs, states, training=False):
