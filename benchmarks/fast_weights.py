@@ -43,7 +43,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from side_by_side import interleaved, median, median_ratio  # noqa: E402
+from side_by_side import (describe, interleaved, machine_line, matmul_variant, median,  # noqa: E402
+                          ratios)
 from pagi_rsm.layers import FastWeightsCell  # noqa: E402
 
 BATCH, UNITS, LENGTH, FEATURES, CLASSES = 128, 50, 11, 37, 10
@@ -93,10 +94,28 @@ def run(repeats, steps, jit, unroll, warmup=3):
     for name, factory in _variants(unroll):
         step = make_step(factory(), jit)
         variants.append((name, lambda step=step: step(x, y)))
-    times = interleaved(variants, repeats, steps=steps, warmup=warmup)
+    matmul_label, matmul, matmul_flops = matmul_variant()
+    times = _with_matmul(variants, matmul_label, matmul, repeats, steps, warmup)
     base = variants[0][0]
-    return [(name, median(times[name]["wall"]), median_ratio(times, name, base))
-            for name, _ in variants]
+    rows = [(name, times[name]["wall"], ratios(times, name, base)) for name, _ in variants]
+    return rows, machine_line(times, matmul_flops)
+
+
+def _with_matmul(variants, matmul_label, matmul, repeats, steps, warmup):
+    """`interleaved` with `steps` calls per repetition, the matmul reference called once."""
+    def repeated(step):
+        def run():
+            out = None
+            for _ in range(steps):
+                out = step()
+            return out
+        return run
+    times = interleaved([(n, repeated(f)) for n, f in variants] + [(matmul_label, matmul)],
+                        repeats, steps=1, warmup=warmup)
+    for name, _ in variants:
+        times[name] = {kind: [v / steps for v in values]
+                       for kind, values in times[name].items()}
+    return times
 
 
 def main():
@@ -110,15 +129,16 @@ def main():
     args = parser.parse_args()
     if args.intra_op_threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
-    rows = run(args.repeats, args.steps, args.jit, args.unroll)
+    rows, machine = run(args.repeats, args.steps, args.jit, args.unroll)
     print(f"training step, batch {BATCH}, R={UNITS}, length {LENGTH}, graph mode, "
           f"jit_compile={args.jit}, unroll={args.unroll}, intra-op threads "
           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}, "
           f"{args.repeats} interleaved repetitions x {args.steps} steps")
-    print(f"{'variant':28s} {'median ms/step':>15s} {'ratio vs lstm':>14s}")
+    print(machine)
+    print(f"{'variant':28s} {'ms/step, median [quartiles]':>30s} {'ratio vs lstm':>22s}")
     for name, ms, ratio in rows:
-        print(f"{name:28s} {ms:15.2f} {ratio:14.2f}")
-    attention = dict((n, r) for n, _, r in rows)["fast_weights_attention"]
+        print(f"{name:28s} {describe(ms, '', 2):>30s} {describe(ratio):>22s}")
+    attention = median(dict((n, r) for n, _, r in rows)["fast_weights_attention"])
     verdict = "meets" if attention <= TARGET else "MISSES"
     print(f"attention / lstm = {attention:.2f} ({verdict} the target <= {TARGET})")
 

@@ -13,6 +13,7 @@ from pagi_rsm.layers.rsm_cell import RSMCell
 from pagi_rsm.metrics.duty_cycle import binary_entropy, max_entropy
 from pagi_rsm.metrics.windowed_rate import WindowedRate
 from pagi_rsm.models.stream_state import StreamState
+from pagi_rsm.optimizers import FusedAdam
 from pagi_rsm.components.predictor import Predictor
 
 # Hparams that take one value per layer (a scalar or a 1-element list is broadcast).
@@ -238,9 +239,10 @@ class SequenceMemoryStack(keras.Model):
         """
         lr = self.hparams["learning_rate"] if learning_rate is None else learning_rate
         predictor_lr = self.hparams["predictor_learning_rate"]
-        self.memory_optimizers = [keras.optimizers.Adam(lr, name=f"memory_{l}_adam")
+        # FusedAdam: Keras' Adam in one kernel per variable (docs/performance.md).
+        self.memory_optimizers = [FusedAdam(lr, name=f"memory_{l}_adam")
                                   for l in range(self.num_layers)]
-        self.predictor_optimizer = keras.optimizers.Adam(
+        self.predictor_optimizer = FusedAdam(
             lr if predictor_lr is None else predictor_lr, name="predictor_adam")
         for opt, layer in zip(self.memory_optimizers, self.cells):
             opt.build(layer.trainable_variables)
