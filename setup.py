@@ -9,20 +9,25 @@ def _mapped(top, pkg):
 
 setup(
     name="pagi-rsm",
-    version="0.1.0",
+    version="0.2.0",
     description="Recurrent Sparse Memory, k-winners, sparse weights and fast weights for Keras 3",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=(find_packages(include=["pagi_rsm", "pagi_rsm.*"])
               + _mapped("components", "pagi_rsm.components")
-              + _mapped("workflows", "pagi_rsm.workflows")),
+              + _mapped("workflows", "pagi_rsm.workflows")
+              + ["pagi_rsm.data", "pagi_rsm.definition_files"]),
     package_dir={
         "pagi_rsm.components": "components",
         "pagi_rsm.workflows": "workflows",
+        # definitions/ (YAML) ships as a resource package: `pagi list` and
+        # `pagi run --definition=grammar/embedded_reber` find them in any installation.
+        "pagi_rsm.definition_files": "definitions",
     },
-    include_package_data=True,
-    package_data={"pagi_rsm": ["data/*", "definitions/**/*"]},
+    include_package_data=False,
+    package_data={"pagi_rsm.data": ["*.npz", "*.md"],
+                  "pagi_rsm.definition_files": ["*/*.yaml", "*/*.json", "*/*.cfg"]},
     install_requires=[
         "tensorflow>=2.16",
         "numpy",

@@ -30,7 +30,7 @@ one training step (the formulas are printed; see `rsm_training_floats` and
 The RSM runs take hours at the paper size on a 2-core machine; try the plumbing with e.g.::
 
     python benchmarks/grammar.py --parts rsm --rsm-time-steps 120 --rsm-report-every 24 \\
-        --rsm-hparams batch_size=40 groups=20 sparsity=4 "predictor_hidden_size=[50]"
+        --rsm-hparams batch_size=40 groups=20 active_groups=4 "predictor_hidden_size=[50]"
     python benchmarks/grammar.py --parts lstm --lstm-sizes 2,4 --lstm-max-strings 3200
     python benchmarks/grammar.py --json all.json     # everything, at the paper values
 
@@ -163,7 +163,7 @@ def child_rsm(args):
 
     print(f"[{args.variant}] {source or 'grammar workflow defaults'}: batches={config.batches} "
           f"x chunk_length={chunk} time steps, B={hp['batch_size']}, g={_as_list(hp['groups'])}, "
-          f"c={_as_list(hp['cells_per_group'])}, k={_as_list(hp['sparsity'])}, "
+          f"c={_as_list(hp['cells_per_group'])}, k={_as_list(hp['active_groups'])}, "
           f"gamma={_as_list(hp['inhibition_decay'])}, eps={_as_list(hp['recurrent_decay'])}, "
           f"predictor {_as_list(hp['predictor_hidden_size'])}, "
           f"update_schedule={hp['update_schedule']}, lr={hp['learning_rate']}, "
@@ -190,7 +190,7 @@ def child_rsm(args):
         "floats_per_training_step": floats * hp["batch_size"],
         "floats_per_tape_as_run": floats * hp["batch_size"] * per_tape,
         "update_schedule": hp["update_schedule"],
-        "hparams": {k: _as_list(hp[k]) for k in ("groups", "cells_per_group", "sparsity",
+        "hparams": {k: _as_list(hp[k]) for k in ("groups", "cells_per_group", "active_groups",
                                                  "inhibition_decay", "recurrent_decay",
                                                  "predictor_hidden_size")},
         "learning_rate": hp["learning_rate"], "input_dim": hp["input_dim"],

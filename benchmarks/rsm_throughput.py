@@ -72,7 +72,7 @@ def rsm_model(path, schedule, k=K):
     keras.utils.set_random_seed(0)
     model = SequenceMemoryStack(
         input_dim=D, num_classes=CLASSES, batch_size=B, groups=[G], cells_per_group=[C],
-        sparsity=[k], inhibition_decay=[0.98], predictor_hidden_size=[H],
+        active_groups=[k], inhibition_decay=[0.98], predictor_hidden_size=[H],
         predictor_nonlinearity=["none", "none"], recurrent_path=[path],
         update_schedule=schedule)
     model.compile()

@@ -1,4 +1,4 @@
-"""The predictor of the sequence-memory stack (reference/rsm.md §3.2–§3.3)."""
+"""The predictor of the sequence-memory stack (docs/rsm.md#predictor, docs/rsm.md#ensemble)."""
 import math
 
 import keras
@@ -31,11 +31,11 @@ class Predictor(keras.layers.Layer):
 
     Input: the memory encoding y_t [B, n] (stop-gradient), sum-normalised per sample (N), then
     `hidden_sizes + [num_classes]` dense layers; each layer i uses `nonlinearities[i]`,
-    *including the output layer* (the original's quirk 7: the default leaky-ReLU lands on the
+    *including the output layer* (docs/rsm.md#quirks item 7: the default leaky-ReLU lands on the
     logits; the embedded-Reber definition uses linear layers). Dropout with `keep_rate` on every
     layer input in training. Weights and biases start from N(0, init_sd).
 
-    Optional input trace (rsm.md §3.2, the original's `predictor_input_decay_rate` δ and
+    Optional input trace (docs/rsm.md#predictor; the original's `predictor_input_decay_rate` δ and
     `predictor_input_norm_first`): with ``input_decay = δ > 0`` the MLP reads
     ``τ_t = max(δ·τ_{t−1}, N(y_t))`` (``input_norm_first=True``, the original's default) or
     ``τ_t = N(max(δ·τ_{t−1}, y_t))``, a max-decay trace of the codes of the last steps. τ is
@@ -43,7 +43,8 @@ class Predictor(keras.layers.Layer):
     never clears it at sequence resets; with ``input_reset=True`` a sample's trace is cleared
     where `condition` gets its reset flag. With δ = 0 (default) the input is N(y_t).
 
-    The ensemble distribution (§3.3) mixes the predictor's softmax with a uniform distribution:
+    The ensemble distribution (docs/rsm.md#ensemble) mixes the predictor's softmax with a uniform
+    distribution:
     P = layer_mass·softmax(logits) + uniform_mass/K.
 
     Args:
@@ -54,7 +55,7 @@ class Predictor(keras.layers.Layer):
       init_sd: standard deviation of the normal initialiser.
       norm: "sum" (the original: divide by the signed sum), "abs_sum" (divide by the sum of
         |y|: the same for non-negative codes, bounded when tanh outputs of opposite signs
-        cancel, quirk 4 of rsm.md §14) or None.
+        cancel, docs/rsm.md#quirks item 3) or None.
       norm_eps: η of the sum normalisation.
       input_decay: δ in [0, 1), the decay of the input trace (0: no trace).
       input_norm_first: order of normalisation and trace (see above).

@@ -29,12 +29,11 @@ Example:
   >>> tuple(model(np.zeros((2, 11, 37), "float32")).shape)
   (2, 10)
 """
-import numbers
-
 import keras
 import tensorflow as tf
 
 from pagi_rsm.datasets.associative_retrieval import DEFAULT_PAIRS, NUM_CLASSES, NUM_SYMBOLS
+from pagi_rsm.hparams.retrieval_models import KINDS, OPTIONS
 from pagi_rsm.layers.fast_weights import IMPLEMENTATIONS, FastWeightsCell
 from pagi_rsm.layers.layer_norm_gru import LayerNormGRUCell
 
@@ -43,8 +42,6 @@ __all__ = ["KINDS", "RetrievalModel", "build_model", "clip_by_global_norm"]
 DEFAULT_MAX_LENGTH = 2 * DEFAULT_PAIRS + 3
 """History length used when `max_length` is None: the sequence length for K = 4 pairs."""
 
-KINDS = ("fast_weights", "rnn_ln", "control", "gru_ln", "lstm")
-"""Model kinds accepted by `build_model` / `RetrievalModel`."""
 
 
 def clip_by_global_norm(grads, clip_norm, scale=None):
@@ -77,19 +74,6 @@ def _loss_scale(optimizer):
     return optimizer.loss_scale_factor
 
 
-def _check(name, ok, allowed, value):
-    if not ok:
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-
-
-def _is_int(v):
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_real(v):
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
-
 @keras.saving.register_keras_serializable(package="pagi_rsm")
 class RetrievalModel(keras.Model):
     """One recurrent layer + softmax over the 10 digits, with gradient-norm tracking/clipping.
@@ -114,7 +98,7 @@ class RetrievalModel(keras.Model):
       unroll: unroll the recurrent loop over time (`keras.layers.RNN(unroll=True)`): faster
         for short sequences on CPU, in particular under XLA (needs a static time axis).
       input_units: if > 0, a ReLU layer of this size encodes each input symbol before the
-        recurrent layer (Ba et al. add such input processing; reference/peers.md §2.2). 0: the
+        recurrent layer (Ba et al. add such input processing; docs/fast_weights.md). 0: the
         one-hot symbols go straight in (default).
       readout_units: if > 0, a ReLU layer of this size between the last hidden state and the
         softmax (the paper's extra layer). 0: none (default).
@@ -130,14 +114,8 @@ class RetrievalModel(keras.Model):
       `[batch, num_classes]` softmax probabilities (float32 under mixed precision).
     """
 
-    default_hparams = {
-        "kind": "fast_weights", "units": 50, "decay": 0.95, "fast_learning_rate": 0.5,
-        "inner_steps": 1, "implementation": "attention", "max_length": None,
-        "preliminary_layer_norm": False,
-        "learning_rate": 1e-3, "final_learning_rate": None, "decay_steps": 0,
-        "clip_norm": 5.0, "unroll": False, "input_units": 0, "readout_units": 0,
-    }
-    """Defaults of the hyperparameters a definition may set (``hparams_override``)."""
+    options = OPTIONS
+    """The declared hparams (`pagi_rsm.hparams.retrieval_models.OPTIONS`)."""
 
     def __init__(self, kind="fast_weights", units=50, decay=0.95, fast_learning_rate=0.5,
                  inner_steps=1, implementation="attention", max_length=None,
@@ -146,23 +124,13 @@ class RetrievalModel(keras.Model):
                  input_units=0, readout_units=0,
                  num_symbols=NUM_SYMBOLS, num_classes=NUM_CLASSES, **kwargs):
         super().__init__(**kwargs)
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-        _check("units", _is_int(units) and units >= 1, "an integer >= 1", units)
-        _check("learning_rate", _is_real(learning_rate) and learning_rate > 0, "a number > 0",
-               learning_rate)
-        _check("clip_norm", clip_norm is None or (_is_real(clip_norm) and clip_norm >= 0),
-               "None or a number >= 0 (0: no clipping)", clip_norm)
-        _check("num_symbols", _is_int(num_symbols) and num_symbols >= 1, "an integer >= 1",
-               num_symbols)
-        _check("num_classes", _is_int(num_classes) and num_classes >= 2, "an integer >= 2",
-               num_classes)
-        _check("implementation", implementation in IMPLEMENTATIONS,
-               f"one of {', '.join(IMPLEMENTATIONS)}", implementation)
-        if kind == "fast_weights":
-            _check("fast_learning_rate", _is_real(fast_learning_rate) and fast_learning_rate > 0,
-                   "a number > 0 for kind='fast_weights' (use kind='rnn_ln' for 0)",
-                   fast_learning_rate)
+        OPTIONS.check(dict(
+            kind=kind, units=units, decay=decay, fast_learning_rate=fast_learning_rate,
+            inner_steps=inner_steps, implementation=implementation, max_length=max_length,
+            preliminary_layer_norm=preliminary_layer_norm, learning_rate=learning_rate,
+            final_learning_rate=final_learning_rate, decay_steps=decay_steps,
+            clip_norm=clip_norm, unroll=unroll, input_units=input_units,
+            readout_units=readout_units, num_symbols=num_symbols, num_classes=num_classes))
         self.kind = kind
         self.units = int(units)
         self.decay = decay
@@ -170,27 +138,13 @@ class RetrievalModel(keras.Model):
         self.inner_steps = inner_steps
         self.implementation = implementation
         self.max_length = max_length
-        _check("preliminary_layer_norm", isinstance(preliminary_layer_norm, bool),
-               "True or False", preliminary_layer_norm)
         self.preliminary_layer_norm = preliminary_layer_norm
-        _check("max_length", max_length is None or (_is_int(max_length) and max_length >= 1),
-               "None or an integer >= 1", max_length)
         self.learning_rate = float(learning_rate)
-        _check("final_learning_rate", final_learning_rate is None or (
-            _is_real(final_learning_rate) and 0 < final_learning_rate <= learning_rate),
-            f"None or a number in (0, learning_rate={learning_rate}]", final_learning_rate)
-        _check("decay_steps", _is_int(decay_steps) and decay_steps >= 0, "an integer >= 0",
-               decay_steps)
-        if final_learning_rate is not None and decay_steps == 0:
-            raise ValueError("decay_steps must be > 0 when final_learning_rate is set, got 0")
         self.final_learning_rate = (None if final_learning_rate is None
                                     else float(final_learning_rate))
         self.decay_steps = int(decay_steps)
         self.clip_norm = None if not clip_norm else float(clip_norm)
-        _check("unroll", isinstance(unroll, bool), "True or False", unroll)
         self.unroll = unroll
-        for name, value in (("input_units", input_units), ("readout_units", readout_units)):
-            _check(name, _is_int(value) and value >= 0, "an integer >= 0 (0: no layer)", value)
         self.input_units = int(input_units)
         self.readout_units = int(readout_units)
         self.num_symbols = int(num_symbols)

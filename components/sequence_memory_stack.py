@@ -1,6 +1,7 @@
 """`SequenceMemoryStack`: L RSM layers + predictor, trained by local learning inside `model.fit`.
 
-reference/rsm.md §1, §3, §4, §6 and §13.2–13.4.
+The algorithm: docs/rsm.md#stack, docs/rsm.md#local-losses, docs/rsm.md#predictor,
+docs/rsm.md#duty-cycles, docs/rsm.md#resets, docs/rsm.md#update-schedules.
 """
 import contextlib
 
@@ -9,6 +10,7 @@ import tensorflow as tf
 from keras import ops
 
 from pagi_rsm.distribute import replica_sum
+from pagi_rsm.hparams.sequence_memory_stack import OPTIONS
 from pagi_rsm.layers.rsm_cell import RSMCell
 from pagi_rsm.metrics.duty_cycle import binary_entropy, max_entropy
 from pagi_rsm.metrics.windowed_rate import WindowedRate
@@ -16,63 +18,23 @@ from pagi_rsm.models.stream_state import StreamState
 from pagi_rsm.optimizers import FusedAdam
 from pagi_rsm.components.predictor import Predictor
 
-# Hparams that take one value per layer (a scalar or a 1-element list is broadcast).
-PER_LAYER = {
-    "groups": 160, "cells_per_group": 3, "sparsity": 25, "inhibition_decay": 0.1,
-    "recurrent_decay": 0.0, "recurrent_decay_floor": 0.0, "recurrent_norm": "sum",
-    "recurrent_norm_eps": 1e-11, "recurrent_keep_rate": 1.0, "input_decay": 0.0,
-    "input_decay_floor": 0.0, "input_norm": None, "input_keep_rate": 1.0,
-    "hidden_keep_rate": 1.0, "boost_factor": 0.0, "decoder_activation": None,
-    "use_input_bias": False, "use_recurrent_bias": False, "use_feedback_bias": False,
-    "use_decoder_bias": True, "pool_size": 1, "recurrent_path": "auto",
-    "decoder_pooling": "max",
-}
-# Stack-wide hparams.
-STACK = {
-    "num_layers": 1, "batch_size": 80, "input_dim": None, "num_classes": None,
-    "connectivity": "ff", "activation": "tanh", "inhibition_with_mask": True,
-    "input_norm_first": False, "learning_rate": 5e-4, "update_schedule": "step",
-    "memory_training_interval": [0, -1], "predictor_training_interval": [0, -1],
-    "predictor_hidden_size": [200], "predictor_nonlinearity": ["leaky_relu", "leaky_relu"],
-    "predictor_keep_rate": 1.0, "predictor_init_sd": 0.03, "predictor_l2": 0.0,
-    "predictor_label_smoothing": 0.0, "predictor_norm": "sum", "predictor_norm_eps": 1e-11,
-    "predictor_input_decay": 0.0, "predictor_input_norm_first": True,
-    "predictor_input_reset": False,
-    "predictor_learning_rate": None,
-    "layer_mass": 1.0, "uniform_mass": 0.0, "freq_update_interval": 10,
-    "freq_learning_rate": 0.1, "accuracy_window": 2000, "seed": None,
-}
-_CELL_ARGS = [k for k in PER_LAYER if k not in ("pool_size",)]
-SCHEDULES = ("chunk", "step")
+_PER_LAYER = [name for name, option in OPTIONS.items() if option.per_layer]
+_CELL_ARGS = [k for k in _PER_LAYER if k != "pool_size"]
 
 
 def default_hparams():
     """All hparams of the stack with their defaults (per-layer ones as 1-element lists)."""
-    hparams = {k: [v] for k, v in PER_LAYER.items()}
-    hparams.update({k: (list(v) if isinstance(v, list) else v) for k, v in STACK.items()})
-    return hparams
+    return OPTIONS.defaults()
 
 
-def _per_layer(name, value, num_layers):
+def _per_layer(value, num_layers):
     values = list(value) if isinstance(value, (list, tuple)) else [value]
-    if len(values) == 1:
-        values = values * num_layers
-    if len(values) != num_layers:
-        raise ValueError(f"hparam {name!r} has {len(values)} entries but num_layers is "
-                         f"{num_layers}: give 1 or {num_layers} values")
-    return values
+    return values * num_layers if len(values) == 1 else values
 
 
 def _tape(record):
     """A GradientTape when `record`, else a context that records nothing."""
     return tf.GradientTape() if record else contextlib.nullcontext()
-
-
-def _interval(name, value):
-    if not (isinstance(value, (list, tuple)) and len(value) == 2):
-        raise ValueError(f"hparam {name!r} must be [first, stop) in time steps, stop <= 0 "
-                         f"meaning forever; got {value!r}")
-    return [int(value[0]), int(value[1])]
 
 
 @keras.saving.register_keras_serializable(package="pagi_rsm")
@@ -101,8 +63,7 @@ class SequenceMemoryStack(keras.Model):
       - "chunk": one update per chunk of T steps on the mean of the T per-step losses (weights
         constant within the chunk, an approximation of the original).
     The T steps of a chunk are unrolled in the one compiled graph of the training step.
-    "step" is the default: on the embedded Reber grammar (paper values, T = 12) it reached 95%
-    test-state accuracy after 50 chunks where "chunk" was still at chance after 90.
+    "step" is the default (docs/rsm.md#update-schedules has the measurement behind it).
 
     Stream state (previous input, output, inhibition, traces of every layer, and the
     predictor's input trace when `predictor_input_decay` > 0; the original never clears that
@@ -113,60 +74,30 @@ class SequenceMemoryStack(keras.Model):
     Logged metrics: loss, memory_loss, memory_loss_<l>, predictor_loss, accuracy, perplexity
     (exp of the mean ensemble cross-entropy over the epoch), test_state_accuracy (over the last
     `accuracy_window` test-state predictions) and test_state_count, cell_entropy_<l> (entropy
-    of the cell win frequencies over its maximum n·H(k/n)).
+    of the cell duty cycles (win frequencies) over its maximum n·H(k/n)).
 
     All hparams and their defaults: `default_hparams()`; per-layer ones take a list with one
     value per layer (or one value for all). `input_dim` and `num_classes` are required.
     """
 
+    options = OPTIONS
+    """The declared hparams (`pagi_rsm.hparams.sequence_memory_stack.OPTIONS`)."""
+
     def __init__(self, **hparams):
         name = hparams.pop("name", "sequence_memory_stack")
         for key in ("trainable", "dtype"):
             hparams.pop(key, None)
-        defaults = default_hparams()
-        unknown = sorted(set(hparams) - set(defaults))
+        hparams = {OPTIONS.canonical(k) or k: v for k, v in hparams.items()}
+        unknown = sorted(k for k in hparams if k not in OPTIONS)
         if unknown:
-            raise ValueError(f"unknown hparam(s) {unknown}; accepted: {sorted(defaults)}")
+            raise ValueError(f"unknown hparam(s) {unknown}; accepted: {OPTIONS.names()}")
         super().__init__(name=name)
-        hp = dict(defaults)
-        hp.update(hparams)
+        hp = OPTIONS.resolve([("", hparams)])
         self.hparams = hp
-        for key in ("input_dim", "num_classes"):
-            if not isinstance(hp[key], int) or hp[key] < 1:
-                raise ValueError(f"hparam {key!r} must be an integer >= 1, got {hp[key]!r}")
         num_layers = hp["num_layers"]
-        if not isinstance(num_layers, int) or num_layers < 1:
-            raise ValueError(f"hparam 'num_layers' must be an integer >= 1, got {num_layers!r}")
-        if hp["connectivity"] not in ("ff", "bi"):
-            raise ValueError(f"hparam 'connectivity' must be 'ff' or 'bi', got "
-                             f"{hp['connectivity']!r}")
-        if hp["update_schedule"] not in SCHEDULES:
-            raise ValueError(f"hparam 'update_schedule' must be one of {SCHEDULES}, got "
-                             f"{hp['update_schedule']!r}")
-        for key, nullable in (("learning_rate", False), ("predictor_learning_rate", True)):
-            value = hp[key]
-            if nullable and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"hparam {key!r} must be a number > 0"
-                                 + (" or null (= learning_rate)" if nullable else "")
-                                 + f", got {value!r}")
-        if not isinstance(hp["batch_size"], int) or hp["batch_size"] < 1:
-            raise ValueError(f"hparam 'batch_size' must be an integer >= 1, got "
-                             f"{hp['batch_size']!r}")
-        if not (isinstance(hp["freq_update_interval"], int)
-                and hp["freq_update_interval"] >= -1 and hp["freq_update_interval"] != 0):
-            raise ValueError("hparam 'freq_update_interval' must be >= 1 (time steps) or -1 "
-                             f"(off), got {hp['freq_update_interval']!r}")
-        self.memory_interval = _interval("memory_training_interval",
-                                         hp["memory_training_interval"])
-        self.predictor_interval = _interval("predictor_training_interval",
-                                            hp["predictor_training_interval"])
-        layer_hp = {k: _per_layer(k, hp[k], num_layers) for k in PER_LAYER}
-        for l, size in enumerate(layer_hp["pool_size"]):
-            if not isinstance(size, int) or size < 1:
-                raise ValueError(f"hparam 'pool_size' must hold integers >= 1, got {size!r} "
-                                 f"for layer {l}")
+        self.memory_interval = hp["memory_training_interval"]
+        self.predictor_interval = hp["predictor_training_interval"]
+        layer_hp = {k: _per_layer(hp[k], num_layers) for k in _PER_LAYER}
         self.layer_hparams = layer_hp
         self.num_layers = num_layers
         self.update_schedule = hp["update_schedule"]
@@ -450,7 +381,7 @@ class SequenceMemoryStack(keras.Model):
         return self._logs()
 
     def _update_statistics(self, masks, steps, batch):
-        interval = self.hparams["freq_update_interval"]
+        interval = self.hparams["duty_cycle_interval"]
         if interval == -1:
             return
         counts = replica_sum([ops.sum(ops.stack(m), axis=(0, 1)) for m in masks])
@@ -461,8 +392,8 @@ class SequenceMemoryStack(keras.Model):
 
         due = self.usage_steps >= interval
         for cell, usage in zip(self.cells, self.usage):
-            cell.update_frequency(usage, self.usage_steps * streams,
-                                  self.hparams["freq_learning_rate"], when=due)
+            cell.update_duty_cycle(usage, self.usage_steps * streams,
+                                  self.hparams["duty_cycle_rate"], when=due)
             usage.assign(ops.where(due, ops.zeros_like(usage), usage))
         self.usage_steps.assign(ops.where(due, 0.0, self.usage_steps))
 
@@ -483,8 +414,8 @@ class SequenceMemoryStack(keras.Model):
         logs["test_state_accuracy"] = rate
         logs["test_state_count"] = count
         for l, cell in enumerate(self.cells):
-            k, n = cell.sparsity, cell.units
-            logs[f"cell_entropy_{l}"] = ops.sum(binary_entropy(cell.frequency)) / max(
+            k, n = cell.active_groups, cell.units
+            logs[f"cell_entropy_{l}"] = ops.sum(binary_entropy(cell.duty_cycle)) / max(
                 max_entropy(n, k), 1e-12)
         return logs
 
@@ -542,7 +473,7 @@ class SequenceMemoryStack(keras.Model):
 
         Images: the cell-activity raster of stream 0 over the chunk (time × cells, per layer)
         and, when the input is a square image, input | decoder prediction of layer 0 for the
-        first steps of stream 0. Histograms: every weight and the cell win frequencies.
+        first steps of stream 0. Histograms: every weight and the cell duty cycles.
         """
         out = self(batch, training=False)
         for l in range(self.num_layers):
@@ -562,4 +493,4 @@ class SequenceMemoryStack(keras.Model):
         for w in self.trainable_weights:
             tf.summary.histogram(f"weights/{w.path}", w, step=step)
         for l, cell in enumerate(self.cells):
-            tf.summary.histogram(f"memory_{l}/frequency", cell.frequency, step=step)
+            tf.summary.histogram(f"memory_{l}/duty_cycle", cell.duty_cycle, step=step)

@@ -27,12 +27,9 @@ from pagi_rsm import registry
 FLAGS = flags.FlagValues()
 
 flags.DEFINE_string("definition", None,
-                    "Experiment definition file (YAML or JSON; see definitions/). Optional: "
-                    "without it the workflow's defaults are used.", flag_values=FLAGS)
-flags.DEFINE_string("workflow", None,
-                    "Workflow to run: a registered name (see `pagi list`), or a dotted path to "
-                    "your own Workflow subclass, e.g. my_project.workflows.MyWorkflow. "
-                    "Overrides experiment-options.workflow.", flag_values=FLAGS)
+                    "Experiment definition: a YAML/JSON file, or the name of a shipped one "
+                    "(see `pagi list`, e.g. grammar/embedded_reber). Optional: without it the "
+                    "workflow's defaults are used.", flag_values=FLAGS)
 flags.DEFINE_string("hparams_override", None,
                     "Component hyperparameters as a YAML/JSON mapping, e.g. "
                     "'{cells_per_group: 4, inhibition_decay: 0.9}'. Overrides the file.",
@@ -40,42 +37,39 @@ flags.DEFINE_string("hparams_override", None,
 flags.DEFINE_string("workflow_options", None,
                     "Workflow options as a YAML/JSON mapping, e.g. '{checkpoint_interval: 200}'. "
                     "Overrides the file.", flag_values=FLAGS)
-flags.DEFINE_integer("batches", None, "Number of training batches (the run's limit).",
-                     lower_bound=1, flag_values=FLAGS)
-flags.DEFINE_integer("seed", None, "Random seed (data, initialisation, dropout).",
-                     lower_bound=0, flag_values=FLAGS)
-flags.DEFINE_string("summary_dir", None,
-                    "Directory for TensorBoard summaries and results.json. Default: "
-                    "runs/<workflow>-<date-time>, or the earlier run's when resuming.",
-                    flag_values=FLAGS)
-flags.DEFINE_string("checkpoint", None,
-                    "Checkpoint directory. If it holds checkpoints the run resumes from the "
-                    "latest one; otherwise checkpoints are written there. Default: "
-                    "<summary_dir>/checkpoints.", flag_values=FLAGS)
-flags.DEFINE_enum("jit_compile", None, definitions.JIT_COMPILE_CHOICES,
-                  "XLA-compile the training step. auto (the default) = only on GPU/TPU.",
-                  flag_values=FLAGS)
-flags.DEFINE_enum("distribution", None, definitions.DISTRIBUTION_CHOICES,
-                  "tf.distribute strategy: default (one device), mirrored (all GPUs, or all "
-                  "logical CPUs), multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG).",
-                  flag_values=FLAGS)
-flags.DEFINE_boolean("deterministic", None,
-                     "TensorFlow op determinism (default on): the same seed gives the same "
-                     "metrics.", flag_values=FLAGS)
+
+
+def _define_experiment_flag(option):
+    """One flag per experiment option declared with ``flag=True`` (default None: "not given")."""
+    text = option.help[:1].upper() + option.help[1:] + "."
+    if option.kind == "bool":
+        flags.DEFINE_boolean(option.name, None, text, flag_values=FLAGS)
+    elif option.choices:
+        flags.DEFINE_enum(option.name, None, [c for c in option.choices if c is not None],
+                          text, flag_values=FLAGS)
+    elif option.kind == "int":
+        flags.DEFINE_integer(option.name, None, text, lower_bound=option.low,
+                             flag_values=FLAGS)
+    else:
+        flags.DEFINE_string(option.name, None, text, flag_values=FLAGS)
+
+
+EXPERIMENT_FLAGS = tuple(o.name for o in definitions.EXPERIMENT_OPTIONS.values() if o.flag)
+for _option in definitions.EXPERIMENT_OPTIONS.values():
+    if _option.flag:
+        _define_experiment_flag(_option)
 flags.DEFINE_integer("logical_cpus", 0,
                      "Split the CPU into this many logical devices (to try "
                      "--distribution=mirrored on a machine without GPUs). 0 = leave as is.",
                      lower_bound=0, flag_values=FLAGS)
 flags.DEFINE_enum("verbosity", "info", ["debug", "info", "warning", "error"],
-                  "How much the run logs (absl logging).", flag_values=FLAGS)
+                  "How much the run logs (absl logging). debug also shows TensorFlow's own "
+                  "C++ log lines (as does setting TF_CPP_MIN_LOG_LEVEL yourself).",
+                  flag_values=FLAGS)
 
-RUN_FLAGS = ("definition", "workflow", "hparams_override", "workflow_options", "batches", "seed",
-             "summary_dir", "checkpoint", "jit_compile", "distribution", "deterministic",
-             "logical_cpus", "verbosity")
-SHOW_FLAGS = ("definition", "workflow", "hparams_override", "workflow_options", "batches", "seed",
-              "summary_dir", "checkpoint", "jit_compile", "distribution", "deterministic")
-EXPERIMENT_FLAGS = ("batches", "seed", "summary_dir", "checkpoint", "jit_compile",
-                    "distribution", "deterministic")
+SHOW_FLAGS = ("definition", "workflow", "hparams_override", "workflow_options") + tuple(
+    f for f in EXPERIMENT_FLAGS if f != "workflow")
+RUN_FLAGS = SHOW_FLAGS + ("logical_cpus", "verbosity")
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
@@ -85,7 +79,7 @@ pagi - run pagi-rsm experiments: Recurrent Sparse Memory, k-winners, fast weight
 Usage:
   pagi run  [--workflow=NAME] [--definition=FILE] [flags]   train one experiment (or a sweep)
   pagi show [--workflow=NAME] [--definition=FILE] [flags]   print the resolved options; run nothing
-  pagi list                                                 workflows, components, datasets
+  pagi list                                   workflows, components, datasets, definitions
 
 The main job (embedded Reber grammar, the paper's values, no download needed):
   pagi run --workflow=grammar
@@ -93,7 +87,8 @@ The main job (embedded Reber grammar, the paper's values, no download needed):
 Watch any run in TensorBoard (scalars, images, histograms, HParams, the definition):
   tensorboard --logdir runs --host 127.0.0.1
 
-`pagi run --help` lists the flags of a run. Definitions: see the definitions/ folder."""
+`pagi run --help` lists the flags of a run; `pagi run --workflow=NAME --help` adds the
+workflow's options and its component's hyperparameters (also in docs/options.md)."""
 
 RUN_HELP = """\
 pagi run - train a workflow on its dataset and component, with summaries and checkpoints.
@@ -107,7 +102,7 @@ a parameter-sweeps combination < these flags. See them with `pagi show` first.
 
 Examples:
   pagi run --workflow=grammar
-  pagi run --definition=definitions/grammar/embedded_reber.yaml --batches=500 --seed=3
+  pagi run --definition=grammar/embedded_reber --batches=500 --seed=3
   pagi run --workflow=grammar --hparams_override='{cells_per_group: 4}' --summary_dir=runs/c4
   pagi run --workflow=grammar --checkpoint=runs/c4/checkpoints     (resume after a kill)
 
@@ -130,7 +125,8 @@ Usage:
 Flags:"""
 
 LIST_HELP = """\
-pagi list - the registered workflows, components and datasets, one line each.
+pagi list - the registered workflows, components and datasets, and the shipped definitions,
+one line each.
 
 Usage:
   pagi list"""
@@ -154,12 +150,37 @@ def _flag_help(names):
     return "\n".join(lines)
 
 
-def help_text(command=None):
+def _options_help(argv):
+    """The workflow's options and its component's hparams, when --workflow or --definition
+    names them (read from the declarations: nothing heavy is imported)."""
+    values = {}
+    for arg in argv:
+        for name in ("workflow", "definition"):
+            if arg.startswith(f"--{name}="):
+                values[name] = arg.split("=", 1)[1]
+    try:
+        [config] = definitions.resolve(
+            definitions.load(values["definition"]) if "definition" in values else None,
+            source=values.get("definition"), workflow=values.get("workflow"),
+            check_component=False)[:1]
+    except (KeyError, definitions.DefinitionError, registry.NameNotFoundError, ValueError):
+        return ""
+    lines = [f"\nWorkflow options of {config.workflow} (--workflow_options='{{name: value}}'):"]
+    lines += config.workflow_class.options.help_lines()
+    component = definitions.component_options(config.experiment["component"])
+    if component is not None:
+        lines.append(f"\nHyperparameters of {config.experiment['component']} "
+                     f"(--hparams_override='{{name: value}}'):")
+        lines += component.help_lines()
+    return "\n".join(lines)
+
+
+def help_text(command=None, argv=()):
     """The help shown by `pagi --help` or `pagi <command> --help`."""
     if command == "run":
-        return RUN_HELP + "\n" + _flag_help(RUN_FLAGS)
+        return RUN_HELP + "\n" + _flag_help(RUN_FLAGS) + _options_help(argv)
     if command == "show":
-        return SHOW_HELP + "\n" + _flag_help(SHOW_FLAGS)
+        return SHOW_HELP + "\n" + _flag_help(SHOW_FLAGS) + _options_help(argv)
     if command == "list":
         return LIST_HELP
     return MAIN_HELP
@@ -183,19 +204,20 @@ def _error(message):
     return EXIT_USAGE
 
 
-def _resolve_from_flags():
+def _resolve_from_flags(check_component=True):
     definition, source = None, None
     if FLAGS.definition:
         definition = definitions.load(FLAGS.definition)
         source = FLAGS.definition
     experiment = {name: FLAGS[name].value for name in EXPERIMENT_FLAGS
-                  if FLAGS[name].value is not None}
+                  if FLAGS[name].value is not None and name != "workflow"}
     return definitions.resolve(
         definition, source=source, workflow=FLAGS.workflow, experiment_overrides=experiment,
         hparams_overrides=definitions.parse_override(FLAGS.hparams_override,
                                                      "--hparams_override"),
         workflow_option_overrides=definitions.parse_override(FLAGS.workflow_options,
-                                                             "--workflow_options"))
+                                                             "--workflow_options"),
+        check_component=check_component)
 
 
 def _requested_distribution():
@@ -219,13 +241,21 @@ def command_list():
             if k == kind:
                 print(f"  {name.ljust(width)}{purpose}")
         print()
+    shipped = definitions.shipped()
+    print("Definitions (pagi run --definition=NAME):")
+    width = max((len(name) for name, _ in shipped), default=10) + 2
+    for name, description in shipped:
+        print(f"  {name.ljust(width)}{description}")
+    print()
     print("Your own classes work too: give a dotted path, e.g. "
           "--workflow=my_project.workflows.MyWorkflow")
     return EXIT_OK
 
 
 def command_show():
-    configs = _resolve_from_flags()
+    # The declarations check every value; constructing the component (TensorFlow) is left to
+    # `pagi run`, so that show answers at once.
+    configs = _resolve_from_flags(check_component=False)
     for config in configs:
         if config.trial is not None:
             print(f"# {config.trial}: {config.trial_values}")
@@ -268,7 +298,7 @@ def main(argv=None):
     if any(a in ("-h", "--help", "-help", "--helpfull", "--helpshort") for a in args):
         if command is not None and command not in COMMANDS:
             return _error(f"unknown command {command!r}; commands: {', '.join(COMMANDS)}")
-        print(help_text(command))
+        print(help_text(command, args))
         return EXIT_OK
     if FLAGS.is_parsed():  # main() called again in one process (tests)
         FLAGS.unparse_flags()
@@ -289,6 +319,10 @@ def main(argv=None):
                       f"flags such as --batches=100 (see pagi {command} --help)")
     if not flags.FLAGS.is_parsed():  # absl's own flags (logging): defaults
         flags.FLAGS([argv[0]])
+    if FLAGS.verbosity != "debug":
+        # TensorFlow's C++ start-up lines (CUDA probing on a CPU machine, CPU features, graph
+        # rewrites) tell a user nothing; TF_CPP_MIN_LOG_LEVEL set by the user wins.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.set_verbosity(FLAGS.verbosity)
     logging.use_absl_handler()
     if FLAGS.verbosity != "debug":  # TensorFlow logs chatty INFO lines (checkpoint sharding)

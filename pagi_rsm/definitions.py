@@ -44,34 +44,58 @@ import dataclasses
 import itertools
 import json
 import os
-import sys
 
 import yaml
 
 from pagi_rsm import registry
+from pagi_rsm.options import REQUIRED, Option, OptionError, Options, type_name
 
 TOP_LEVEL_KEYS = ("description", "experiment-options", "workflow-options", "parameter-sweeps")
 SWEEP_SECTIONS = ("hparams", "workflow-options", "experiment-options")
 JIT_COMPILE_CHOICES = ("auto", "true", "false")
 DISTRIBUTION_CHOICES = ("default", "mirrored", "multi_worker")
 
-# Experiment options: (default, meaning). `None` for workflow/component/dataset/batches/seed means
-# "the workflow class decides" (Workflow.default_experiment_options()).
-EXPERIMENT_OPTIONS = {
-    "workflow": (None, "registered workflow name (see `pagi list`) or dotted path to a class"),
-    "component": (None, "registered component name or dotted path; default: the workflow's"),
-    "dataset": (None, "registered dataset name or dotted path; default: the workflow's"),
-    "batches": (None, "number of training batches (a batch = one chunk of time for B streams)"),
-    "seed": (None, "random seed of data, initialisation and dropout"),
-    "hparams_override": ({}, "component hyperparameters that differ from its defaults"),
-    "summary_dir": (None, "TensorBoard / results directory; default runs/<workflow>-<time>"),
-    "checkpoint": (None, "checkpoint directory to resume from or write to; "
-                         "default <summary_dir>/checkpoints"),
-    "jit_compile": ("auto", "XLA-compile the training step: auto (only on GPU/TPU), true, false"),
-    "distribution": ("default", "tf.distribute strategy: default (one device), mirrored, "
-                                "multi_worker (from TF_CONFIG)"),
-    "deterministic": (True, "enable TensorFlow op determinism (same seed -> same metrics)"),
-}
+
+def _jit_text(value):
+    return ("true" if value else "false") if isinstance(value, bool) else value
+
+
+_NAME = "a non-empty string (a registered name or a dotted path)"
+_DIRECTORY = "a directory path (a string)"
+
+# Experiment options. `None` for workflow/component/dataset/batches/seed means "the workflow
+# class decides" (Workflow.default_experiment_options()). Options with `flag=True` are also
+# `pagi run` / `pagi show` flags (pagi_rsm.cli builds them from these declarations).
+EXPERIMENT_OPTIONS = Options(
+    Option("workflow", None, "registered workflow name (see `pagi list`) or dotted path to a "
+           "class", kind="str", non_empty=True, describe=_NAME, nullable=False, flag=True),
+    Option("component", None, "registered component name or dotted path; default: the "
+           "workflow's", kind="str", non_empty=True, describe=_NAME, nullable=False),
+    Option("dataset", None, "registered dataset name or dotted path; default: the workflow's",
+           kind="str", non_empty=True, describe=_NAME, nullable=False),
+    Option("batches", None, "number of training batches (the run's limit; a batch = one chunk "
+           "of time for B streams)", kind="int", low=1, nullable=False, flag=True),
+    Option("seed", None, "random seed of data, initialisation and dropout", kind="int", low=0,
+           high=2 ** 31, high_open=True, describe="an integer in [0, 2**31)", nullable=False,
+           flag=True),
+    Option("hparams_override", {}, "component hyperparameters that differ from its defaults",
+           kind="mapping", nullable=True, convert=lambda v: {} if v is None else copy.deepcopy(v),
+           describe="a mapping of component hyperparameters"),
+    Option("summary_dir", None, "directory for TensorBoard summaries and results.json; default "
+           "runs/<workflow>-<date-time>, or the earlier run's when resuming", kind="str",
+           non_empty=True, describe=_DIRECTORY, flag=True),
+    Option("checkpoint", None, "checkpoint directory: resume from its latest checkpoint, or "
+           "write there; default <summary_dir>/checkpoints", kind="str", non_empty=True,
+           describe=_DIRECTORY, flag=True),
+    Option("jit_compile", "auto", "XLA-compile the training step: auto (only on GPU/TPU), true, "
+           "false", choices=JIT_COMPILE_CHOICES, convert=_jit_text, flag=True),
+    Option("distribution", "default", "tf.distribute strategy: default (one device), mirrored "
+           "(all GPUs, or all logical CPUs), multi_worker (from TF_CONFIG)",
+           choices=DISTRIBUTION_CHOICES, flag=True),
+    Option("deterministic", True, "TensorFlow op determinism (same seed -> same metrics)",
+           describe="true or false",
+           flag=True),
+)
 # Keys a sweep may vary in experiment-options.
 SWEEPABLE_EXPERIMENT_OPTIONS = ("batches", "seed", "dataset", "jit_compile", "deterministic")
 
@@ -134,8 +158,72 @@ def parse_text(text, source, fmt="yaml"):
         raise DefinitionError(f"{source}: not valid JSON: {e}") from None
 
 
+SHIPPED_PACKAGE = "pagi_rsm.definition_files"
+_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def _shipped_root():
+    import importlib.resources
+    try:
+        return importlib.resources.files(SHIPPED_PACKAGE)
+    except ModuleNotFoundError:
+        return None
+
+
+def shipped():
+    """``[(name, description)]`` of the definitions that ship with the package, sorted.
+
+    A name such as ``grammar/embedded_reber`` is what ``--definition`` accepts.
+    """
+    root = _shipped_root()
+    out = []
+    if root is None:
+        return out
+    for folder in sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: d.name):
+        if folder.name.startswith(("_", ".")):
+            continue
+        for file in sorted(folder.iterdir(), key=lambda f: f.name):
+            stem, suffix = os.path.splitext(file.name)
+            if suffix not in _SUFFIXES:
+                continue
+            try:
+                raw = parse_text(file.read_text(encoding="utf-8"), file.name,
+                                 "json" if suffix == ".json" else "yaml")
+                description = raw.get("description") if isinstance(raw, dict) else None
+            except DefinitionError:
+                description = None
+            out.append((f"{folder.name}/{stem}", description or ""))
+    return out
+
+
+def locate(name):
+    """The file a ``--definition`` value names: a path on disk, else a shipped definition.
+
+    A shipped definition is named by its folder and file name, with or without the suffix
+    (``grammar/embedded_reber``). Returns a path string.
+
+    Raises:
+      DefinitionError: neither exists; the message lists the shipped names.
+    """
+    name = os.fspath(name)
+    if os.path.exists(name):
+        return name
+    root = _shipped_root()
+    if root is not None and not os.path.isabs(name):
+        candidates = [name] + [name + s for s in _SUFFIXES if not name.endswith(s)]
+        for candidate in candidates:
+            file = root.joinpath(*candidate.replace("\\", "/").split("/"))
+            if file.is_file():
+                return str(file)
+    names = ", ".join(n for n, _ in shipped()) or "(none)"
+    raise DefinitionError(f"definition file not found: {name} (nor a shipped definition; "
+                          f"shipped: {names})")
+
+
 def load(path):
-    """Reads and structurally checks the definition file at `path` (YAML, or JSON for *.json).
+    """Reads and structurally checks a definition (YAML, or JSON for *.json).
+
+    `path` is a file path or the name of a shipped definition (see `locate`).
 
     Checks the top-level keys, that each section is a mapping, the keys and types of
     `experiment-options` and the shape of `parameter-sweeps`. Keys of `hparams_override` and
@@ -147,9 +235,7 @@ def load(path):
     Raises:
       DefinitionError: missing or unreadable file, invalid syntax, unknown key or wrong type.
     """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise DefinitionError(f"definition file not found: {path}")
+    path = locate(path)
     if os.path.isdir(path):
         raise DefinitionError(f"definition must be a file, got the directory {path}")
     try:
@@ -199,143 +285,22 @@ def check_structure(raw, source):
     return out
 
 
-# --- types --------------------------------------------------------------------------------------
-
-def _type_name(value):
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
-def _expected_name(default):
-    return {bool: "a boolean (true/false)", int: "an integer", float: "a number",
-            str: "a string", list: "a list", tuple: "a list", dict: "a mapping"}.get(
-                type(default), type(default).__name__)
-
-
-def coerce_like(value, default, where, null_strings=False):
-    """Returns `value` checked (and lightly converted) against the type of `default`.
-
-    `default` None accepts anything. With `null_strings` (component hparams) a string default
-    also accepts null: string-valued hparams use None for "off" (e.g. a normalisation), and the
-    component checks the value. Integers are accepted for floats; a string that spells a
-    number is accepted for a float (YAML 1.1 reads ``5e-4`` as a string). Lists are checked
-    element-wise against the first element of a non-empty default list. Booleans are never
-    accepted as numbers.
-
-    Raises:
-      DefinitionError naming `where`.
-    """
-    if default is None:
-        return value
-    bad = DefinitionError(f"{where} must be {_expected_name(default)}, got {value!r} "
-                          f"({_type_name(value)})")
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool):
-            raise bad
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise bad from None
-        if not isinstance(value, (int, float)):
-            raise bad
-        return float(value)
-    if isinstance(default, str):
-        if value is None and null_strings:
-            return value
-        if not isinstance(value, str):
-            raise bad
-        return value
-    if isinstance(default, (list, tuple)):
-        typed = len(default) and all(type(d) is type(default[0]) for d in default)
-        if not isinstance(value, (list, tuple)):
-            # A scalar for a list (e.g. one value for every layer): accepted if it has the
-            # elements' type; the component decides whether it broadcasts it.
-            if typed and default[0] is not None and not isinstance(value, (dict, type(None))):
-                try:
-                    return coerce_like(value, default[0], where, null_strings)
-                except DefinitionError:
-                    pass
-            raise bad
-        if typed:
-            return [coerce_like(v, default[0], f"{where}[{i}]", null_strings)
-                    for i, v in enumerate(value)]
-        return list(value)
-    if isinstance(default, dict):
-        if not isinstance(value, dict):
-            raise bad
-        return value
-    return value
+_type_name = type_name
 
 
 def check_experiment_options(options, source, where, allowed=None):
-    """Checks keys and types of an `experiment-options` mapping; returns a normalised copy."""
+    """Checks keys and values of an `experiment-options` mapping; returns a checked copy."""
     allowed = tuple(allowed or EXPERIMENT_OPTIONS)
     out = {}
     for key, value in options.items():
         if key not in allowed:
             raise DefinitionError(f"{source}: unknown key {key!r} in {where}; accepted keys: "
                                   f"{_accepted(allowed)}")
-        out[key] = _check_experiment_value(key, value, f"{source}: {where}.{key}")
+        try:
+            out[key] = EXPERIMENT_OPTIONS[key].check(value, f"{source}: {where}.{key}")
+        except OptionError as e:
+            raise DefinitionError(str(e)) from None
     return out
-
-
-def _check_experiment_value(key, value, where):
-    if key in ("workflow", "component", "dataset"):
-        if not isinstance(value, str) or not value:
-            raise DefinitionError(f"{where} must be a non-empty string (a registered name or a "
-                                  f"dotted path), got {value!r}")
-    elif key in ("summary_dir", "checkpoint"):
-        if value is not None and (not isinstance(value, str) or not value):
-            raise DefinitionError(f"{where} must be a directory path (a string), got {value!r}")
-    elif key == "batches":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise DefinitionError(f"{where} must be an integer >= 1, got {value!r}")
-    elif key == "seed":
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
-            raise DefinitionError(f"{where} must be an integer in [0, 2**31), got {value!r}")
-    elif key == "hparams_override":
-        if value is None:
-            value = {}
-        if not isinstance(value, dict):
-            raise DefinitionError(f"{where} must be a mapping of component hyperparameters, "
-                                  f"got {_type_name(value)}")
-        value = copy.deepcopy(value)
-    elif key == "jit_compile":
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        if value not in JIT_COMPILE_CHOICES:
-            raise DefinitionError(f"{where} must be one of {', '.join(JIT_COMPILE_CHOICES)}, "
-                                  f"got {value!r}")
-    elif key == "distribution":
-        if value not in DISTRIBUTION_CHOICES:
-            raise DefinitionError(f"{where} must be one of {', '.join(DISTRIBUTION_CHOICES)}, "
-                                  f"got {value!r}")
-    elif key == "deterministic":
-        if not isinstance(value, bool):
-            raise DefinitionError(f"{where} must be true or false, got {value!r}")
-    return value
 
 
 def _check_sweeps(sweeps, source):
@@ -393,8 +358,9 @@ class RunConfig:
         hyperparameters (defaults included), so `as_definition()` is itself a valid definition.
       workflow_options: every workflow option.
       workflow_class: the Workflow class to run.
-      component_class: the component class (its constructor takes the hparams).
-      dataset_fn: the dataset factory.
+      component_class: the component class (its constructor takes the hparams); imported on
+        first use, so resolving (and `pagi show`) needs no TensorFlow.
+      dataset_fn: the dataset factory, imported on first use.
       source: where the definition came from (file path or "<defaults>").
       description: the definition's description, if any.
       trial: sweep trial name (sub-directory), None when not part of a sweep.
@@ -404,8 +370,6 @@ class RunConfig:
     experiment: dict
     workflow_options: dict
     workflow_class: type
-    component_class: type
-    dataset_fn: object
     source: str = "<defaults>"
     description: str = None
     trial: str = None
@@ -415,6 +379,14 @@ class RunConfig:
     @property
     def hparams(self):
         return self.experiment["hparams_override"]
+
+    @property
+    def component_class(self):
+        return _lookup("component", self.experiment["component"], self.source)
+
+    @property
+    def dataset_fn(self):
+        return _lookup("dataset", self.experiment["dataset"], self.source)
 
     @property
     def batches(self):
@@ -461,21 +433,36 @@ def to_yaml(mapping):
                      width=100, allow_unicode=True)
 
 
-def component_defaults(component_class):
-    """The component's default hparams as a dict, or None when it declares none.
+def component_options(component, source="<defaults>"):
+    """The `Options` declaring a component's hparams, or None when it declares none.
 
-    Looked up as ``component_class.default_hparams`` (a dict, or a function returning one),
-    else as a ``default_hparams()`` function of the component's module.
+    `component` is a registered name, a dotted path or a class. A registered component names
+    its declaration module in the registry, so nothing heavy is imported; otherwise the class's
+    ``options`` attribute is used, or, for a user's class that only has ``default_hparams`` (a
+    dict or a function returning one), options inferred from those defaults.
     """
-    defaults = getattr(component_class, "default_hparams", None)
-    if defaults is None:
-        module = sys.modules.get(getattr(component_class, "__module__", ""), None)
-        defaults = getattr(module, "default_hparams", None)
+    if isinstance(component, str):
+        declared = registry.options("component", component)
+        if declared is not None:
+            return declared
+        component = _lookup("component", component, source)
+    declared = getattr(component, "options", None)
+    if isinstance(declared, Options):
+        return declared
+    defaults = getattr(component, "default_hparams", None)
     if defaults is None:
         return None
     if callable(defaults):
         defaults = defaults()
-    return dict(defaults)
+    return Options(*[Option(k, v, kind=None if v is not None else "any",
+                            nullable=isinstance(v, str) or v is None)
+                     for k, v in dict(defaults).items()])
+
+
+def component_defaults(component):
+    """The component's default hparams as a dict, or None when it declares none."""
+    options = component_options(component)
+    return None if options is None else options.defaults()
 
 
 def _lookup(kind, name, source):
@@ -488,18 +475,12 @@ def _lookup(kind, name, source):
                               f"{type(e).__name__}: {e}") from None
 
 
-def _merge_checked(defaults, layers, section):
-    """Applies override `layers` [(where, mapping)] onto `defaults`, checking keys and types."""
-    out = copy.deepcopy(defaults)
-    accepted = _accepted(defaults)
-    for where, mapping in layers:
-        for key, value in mapping.items():
-            if key not in defaults:
-                raise DefinitionError(f"{where}: unknown key {key!r} in {section}; accepted "
-                                      f"keys: {accepted}")
-            out[key] = coerce_like(value, defaults[key], f"{where}: {section}.{key}",
-                                   null_strings=section == "hparams_override")
-    return out
+def _merge_checked(options, layers, section):
+    """`options` resolved from override `layers` [(where, mapping)], as DefinitionErrors."""
+    try:
+        return options.resolve(layers, section=section, check_required=False)
+    except OptionError as e:
+        raise DefinitionError(str(e)) from None
 
 
 def _sweep_axes(sweeps):
@@ -550,7 +531,8 @@ def resolve(definition=None, source=None, *, workflow=None, experiment_overrides
     flags_exp = check_experiment_options(dict(experiment_overrides or {}), "command line",
                                          "flags")
     if workflow is not None:
-        flags_exp["workflow"] = _check_experiment_value("workflow", workflow, "--workflow")
+        flags_exp["workflow"] = check_experiment_options({"workflow": workflow}, "command line",
+                                                         "--workflow")["workflow"]
     file_exp = definition["experiment-options"]
     workflow_name = flags_exp.get("workflow") or file_exp.get("workflow")
     if not workflow_name:
@@ -558,10 +540,11 @@ def resolve(definition=None, source=None, *, workflow=None, experiment_overrides
                               f"experiment-options.workflow (registered workflows: "
                               f"{', '.join(registry.names('workflow'))})")
     workflow_class = _lookup("workflow", workflow_name, source)
-    for needed in ("default_experiment_options", "default_options"):
-        if not callable(getattr(workflow_class, needed, None)):
-            raise DefinitionError(f"{source}: workflow {workflow_name!r} ({workflow_class!r}) "
-                                  f"is not a pagi_rsm Workflow (it has no {needed}())")
+    if not (callable(getattr(workflow_class, "default_experiment_options", None))
+            and isinstance(getattr(workflow_class, "options", None), Options)):
+        raise DefinitionError(f"{source}: workflow {workflow_name!r} ({workflow_class!r}) "
+                              f"is not a pagi_rsm Workflow (it needs default_experiment_options() "
+                              f"and an `options` declaration)")
 
     sweeps = definition["parameter-sweeps"]
     axes = _sweep_axes(sweeps)
@@ -611,7 +594,7 @@ def resolve(definition=None, source=None, *, workflow=None, experiment_overrides
 def _resolve_one(workflow_name, workflow_class, definition, source, flags_exp, sweep,
                  sweep_where, flag_hparams, flag_options, check_component):
     # Experiment options: built-in defaults < workflow class < file < sweep < flags.
-    experiment = {k: copy.deepcopy(default) for k, (default, _) in EXPERIMENT_OPTIONS.items()}
+    experiment = EXPERIMENT_OPTIONS.defaults()
     class_exp = dict(workflow_class.default_experiment_options())
     unknown = set(class_exp) - set(EXPERIMENT_OPTIONS)
     if unknown:
@@ -632,34 +615,32 @@ def _resolve_one(workflow_name, workflow_class, definition, source, flags_exp, s
             raise DefinitionError(f"{source}: experiment-options.{key} is not set and workflow "
                                   f"{workflow_name!r} has no default for it")
 
-    component_class = _lookup("component", experiment["component"], source)
-    dataset_fn = _lookup("dataset", experiment["dataset"], source)
+    if not registry.is_registered("dataset", experiment["dataset"]):
+        _lookup("dataset", experiment["dataset"], source)  # a dotted path must import
 
     # Component hparams: component defaults < workflow class < file < sweep < flags.
     layers = [(f"workflow {workflow_name!r} defaults", class_hparams),
               (source, file_hparams),
               (sweep_where, sweep["hparams"]),
               ("--hparams_override", flag_hparams)]
-    defaults = component_defaults(component_class)
-    if defaults is None:
+    component = component_options(experiment["component"], source)
+    if component is None:
         hparams = {}
         for _, mapping in layers:
             hparams.update(copy.deepcopy(mapping))
     else:
-        hparams = _merge_checked(defaults, layers, "hparams_override")
+        hparams = _merge_checked(component, layers, "hparams_override")
     experiment["hparams_override"] = hparams
 
     # Workflow options: workflow defaults < file < sweep < flags.
-    option_defaults = dict(workflow_class.default_options())
     workflow_options = _merge_checked(
-        option_defaults,
+        workflow_class.options,
         [(source, definition["workflow-options"]),
          (sweep_where, sweep["workflow-options"]),
          ("--workflow_options", flag_options)],
         "workflow-options")
     config = RunConfig(experiment=experiment, workflow_options=workflow_options,
-                       workflow_class=workflow_class, component_class=component_class,
-                       dataset_fn=dataset_fn, source=source,
+                       workflow_class=workflow_class, source=source,
                        description=definition.get("description"))
     # Workflow hooks: derive data-dependent hparams, then check option values.
     for hook in ("complete_config", "check_options"):
@@ -672,6 +653,11 @@ def _resolve_one(workflow_name, workflow_class, definition, source, flags_exp, s
             if isinstance(e, DefinitionError):
                 raise
             raise DefinitionError(f"{source}: {e}") from None
+    if component is not None:
+        missing = [k for k, v in hparams.items() if v is None and component[k].default is REQUIRED]
+        if missing:
+            raise DefinitionError(f"{source}: hparams_override.{missing[0]} must be set "
+                                  f"({component[missing[0]].help})")
     if check_component:
         _check_component(config, source)
     return config

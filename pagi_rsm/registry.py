@@ -40,18 +40,24 @@ class Registered:
       name: the short name used in definitions and on the command line.
       target: ``"package.module:attribute"`` import string.
       purpose: one line shown by ``pagi list``.
+      options: ``"package.module:attribute"`` of the component's hparams declaration
+        (`pagi_rsm.options.Options`) in a module that does not import TensorFlow, so that
+        definitions resolve and `pagi show` answers without importing the component.
     """
     kind: str
     name: str
     target: str
     purpose: str
+    options: str = None
 
 
 _REGISTRY = {kind: {} for kind in KINDS}
 
 
-def register(kind, name, target, purpose):
+def register(kind, name, target, purpose, options=None):
     """Registers `target` ("module:attribute") under the short `name` of `kind`.
+
+    `options` ("module:attribute", components only) names the hparams declaration.
 
     Raises:
       ValueError: unknown `kind`, a `name` already registered to another target, or a target
@@ -64,7 +70,24 @@ def register(kind, name, target, purpose):
     known = _REGISTRY[kind].get(name)
     if known is not None and known.target != target:
         raise ValueError(f"{kind} {name!r} is already registered to {known.target}")
-    _REGISTRY[kind][name] = Registered(kind, name, target, purpose)
+    _REGISTRY[kind][name] = Registered(kind, name, target, purpose, options)
+
+
+def is_registered(kind, name):
+    """True when `name` is a registered short name of `kind`."""
+    return name in _REGISTRY.get(kind, {})
+
+
+def options(kind, name):
+    """The declared options of the registered `name` (an `Options`), or None.
+
+    Imports only the declaration module named at registration, never the target itself.
+    """
+    entry = _REGISTRY[kind].get(name)
+    if entry is None or entry.options is None:
+        return None
+    module_name, attribute = entry.options.split(":", 1)
+    return _import_attribute(module_name, attribute, f"options of {kind} {name!r}")
 
 
 def names(kind):
@@ -139,7 +162,8 @@ register("workflow", "associative_retrieval",
 
 register("component", "sequence_memory_stack",
          "pagi_rsm.components.sequence_memory_stack:SequenceMemoryStack",
-         "RSM layers + predictor with local, immediate learning in its own train_step")
+         "RSM layers + predictor with local, immediate learning in its own train_step",
+         options="pagi_rsm.hparams.sequence_memory_stack:OPTIONS")
 
 register("dataset", "grammar", "pagi_rsm.datasets.grammar:make_grammar_dataset",
          "Generated grammar strings (embedded Reber by default) rendered as MNIST glyphs, "

@@ -24,12 +24,34 @@ SHARED_DATA = pathlib.Path(
     os.environ.get("PAGI_RSM_SHARED_DATA", REPO.parent / "shared" / "data")).resolve()
 
 
+_CI_OFF = ("", "0", "false", "no", "off")
+
+
+def in_ci():
+    """True when the environment variable CI is set to something other than empty/0/false/no."""
+    return os.environ.get("CI", "").strip().lower() not in _CI_OFF
+
+
+def require_shared_data():
+    """`SHARED_DATA` if it is a directory; else skip the test, or fail it under CI.
+
+    Outside CI a checkout without the data skips the tests that read it. In CI (``CI=true``) the
+    data is expected, so its absence fails the test instead of passing silently as skips.
+    """
+    if SHARED_DATA.is_dir():
+        return SHARED_DATA
+    message = (f"shared data not found at {SHARED_DATA}: put the data directory at "
+               f"../shared/data beside the checkout or set PAGI_RSM_SHARED_DATA to it "
+               f"(docs/data.md)")
+    if in_ci():
+        pytest.fail(f"{message}; CI is set, so the data is required", pytrace=False)
+    pytest.skip(message)
+
+
 @pytest.fixture
 def shared_data():
-    """Path of ../shared/data (real MNIST, PTB, ...); skips if it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}")
-    return SHARED_DATA
+    """Path of the real data (../shared/data: MNIST, PTB, ...); see `require_shared_data`."""
+    return require_shared_data()
 
 
 @pytest.fixture

@@ -165,7 +165,7 @@ def test_show_grammar_with_no_definition(capsys):
     assert pagi("show", "--workflow=grammar") == 0
     shown = yaml.safe_load(capsys.readouterr().out)
     hp = shown["experiment-options"]["hparams_override"]
-    assert (hp["groups"], hp["cells_per_group"], hp["sparsity"], hp["batch_size"]) == (
+    assert (hp["groups"], hp["cells_per_group"], hp["active_groups"], hp["batch_size"]) == (
         [200], [6], [25], 400)
 
 
@@ -205,3 +205,46 @@ def test_nan_exits_3(tmp_path, capsys):
     assert status == 3
     results = json.loads((tmp_path / "nan" / "results.json").read_text())
     assert results["status"] == "nan" and results["nan_loss"] == "loss"
+
+
+def test_truncated_mnist_file_is_one_error_line_exit_2_and_no_run_directory(tmp_path, capsys):
+    """A data problem is found before the run starts: one line naming the file, status 2."""
+    import gzip
+    data = tmp_path / "mnist"
+    data.mkdir()
+    header = (2051).to_bytes(4, "big") + (10).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2
+    with gzip.open(data / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write(header + bytes(784 * 3))                     # 3 of the 10 images it announces
+    with gzip.open(data / "train-labels-idx1-ubyte.gz", "wb") as f:
+        f.write((2049).to_bytes(4, "big") + (10).to_bytes(4, "big") + bytes(10))
+    run_dir = tmp_path / "run"
+    status = cli.main(["pagi", "run", "--workflow=grammar", f"--summary_dir={run_dir}",
+                       f"--workflow_options={{render: random, mnist_dir: {data}}}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert len(err) == 1 and "train-images-idx3-ubyte" in err[0] and "truncated" in err[0]
+    assert not run_dir.exists()
+
+
+def test_empty_mnist_directory_says_where_to_put_the_files(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    status = cli.main(["pagi", "run", "--workflow=grammar", f"--summary_dir={run_dir}",
+                       f"--workflow_options={{render: random, mnist_dir: {tmp_path}}}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "PAGI_RSM_MNIST_DIR" in err[0]
+    assert not run_dir.exists()
+
+
+def test_shipped_definition_by_name_and_listed(capsys):
+    assert cli.main(["pagi", "show", "--definition=grammar/embedded_reber"]) == 0
+    assert "active_groups: [25]" in capsys.readouterr().out
+    assert cli.main(["pagi", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "grammar/embedded_reber " in out and "fast_weights/table1" in out
+
+
+def test_run_help_lists_the_workflow_options_and_hparams(capsys):
+    assert cli.main(["pagi", "run", "--workflow=grammar", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "probe_interval: an integer >= 0 (default: 250)" in out
+    assert "active_groups: an integer >= 1, or a list of one per layer" in out

@@ -104,7 +104,7 @@ def test_resolved_definition_round_trips(tmp_path):
 def test_grammar_defaults_are_the_paper_values():
     [config] = definitions.resolve(workflow="grammar")
     hp = config.hparams
-    assert (hp["batch_size"], hp["groups"], hp["cells_per_group"], hp["sparsity"],
+    assert (hp["batch_size"], hp["groups"], hp["cells_per_group"], hp["active_groups"],
             hp["inhibition_decay"], hp["predictor_hidden_size"]) == (
                 400, [200], [6], [25], [0.98], [500])
     assert (hp["input_dim"], hp["num_classes"]) == (784, 7)   # derived: glyphs, 7 symbols
@@ -414,6 +414,6 @@ def test_embedded_reber_definition_has_the_paper_values(monkeypatch):
         pytest.skip(f"{path} not written yet")
     [config] = resolve_file(path)
     hp = config.hparams
-    assert (hp["batch_size"], hp["groups"], hp["cells_per_group"], hp["sparsity"],
+    assert (hp["batch_size"], hp["groups"], hp["cells_per_group"], hp["active_groups"],
             hp["inhibition_decay"], hp["predictor_hidden_size"]) == (400, 200, 6, 25, 0.98, [500])
     assert config.workflow_class.__name__ == "GrammarWorkflow"

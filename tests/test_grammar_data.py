@@ -12,7 +12,8 @@ from pagi_rsm.datasets import mnist
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
-# The inner Reber automaton written from reference/rsm.md §9.1, independently of the module:
+# The inner Reber automaton written from docs/rsm.md#embedded-reber-grammar, independently of
+# the module:
 # node -> {symbol: next node}, None = the inner string's end.
 REBER = {1: {"T": 2, "P": 3}, 2: {"S": 2, "X": 4}, 3: {"T": 3, "V": 5},
          4: {"X": 3, "S": 6}, 5: {"P": 4, "V": 6}, 6: {"E": None}}
@@ -315,12 +316,12 @@ def test_glyph_render_needs_at_most_ten_symbols():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(batch_size=0), r"batch_size must be >= 1, got 0"),
-    (dict(chunk_length=0), r"chunk_length must be >= 1"),
+    (dict(batch_size=0), r"batch_size must be an integer >= 1, got 0"),
+    (dict(chunk_length=0), r"chunk_length must be an integer >= 1"),
     (dict(chunk_length=2.5), r"chunk_length must be an integer"),
     (dict(render="gif"), r"render must be one of \('onehot', 'same', 'random'\)"),
-    (dict(seed=-1), r"seed must be in \[0, "),
-    (dict(start_chunk=-3), r"start_chunk must be >= 0"),
+    (dict(seed=-1), r"seed must be an integer in \[0, "),
+    (dict(start_chunk=-3), r"start_chunk must be an integer >= 0"),
     (dict(batch_size=True), r"batch_size must be an integer"),
 ])
 def test_bad_arguments(kwargs, message):
@@ -345,7 +346,7 @@ def test_definition_paper_and_original_values():
     paper = _definition("embedded_reber.yaml")["experiment-options"]
     assert paper["workflow"] == "grammar"
     assert paper["hparams_override"] == {
-        "batch_size": 400, "groups": 200, "cells_per_group": 6, "sparsity": 25,
+        "batch_size": 400, "groups": 200, "cells_per_group": 6, "active_groups": 25,
         "inhibition_decay": 0.98, "recurrent_decay": 0.0, "predictor_hidden_size": [500],
         "learning_rate": 0.0005, "memory_training_interval": [0, 2000],
         "predictor_nonlinearity": ["leaky_relu", "none"], "predictor_norm": None,
@@ -356,8 +357,8 @@ def test_definition_paper_and_original_values():
     opts = original["experiment-options"]
     assert (opts["batches"], opts["seed"]) == (40000, 1234)
     h = opts["hparams_override"]
-    assert (h["cells_per_group"], h["groups"], h["sparsity"], h["batch_size"]) == (8, 200, 25, 400)
-    assert h["freq_update_interval"] == 40 and h["predictor_nonlinearity"] == ["none", "none"]
+    assert (h["cells_per_group"], h["groups"], h["active_groups"], h["batch_size"]) == (8, 200, 25, 400)
+    assert h["duty_cycle_interval"] == 40 and h["predictor_nonlinearity"] == ["none", "none"]
     # the original's predictor, not the grammar workflow's defaults
     assert (h["predictor_norm"], h["predictor_input_decay"], h["predictor_learning_rate"]) == (
         "sum", 0.0, None)

@@ -10,7 +10,8 @@ from pagi_rsm.datasets import mnist
 
 CLASSES = "BEPSTVX"   # the sorted symbols: class id = index
 
-# The Reber automaton as (node, symbol) -> next node, written from reference/rsm.md §9.1;
+# The Reber automaton as (node, symbol) -> next node, written from
+# docs/rsm.md#embedded-reber-grammar;
 # node 7 is the end of the inner string.
 EDGES = {(1, "T"): 2, (1, "P"): 3, (2, "S"): 2, (2, "X"): 4, (3, "T"): 3, (3, "V"): 5,
          (4, "X"): 3, (4, "S"): 6, (5, "P"): 4, (5, "V"): 6, (6, "E"): 7}
@@ -140,10 +141,10 @@ def test_sample_strings_and_next_symbol_arrays_by_hand():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(batch_size=0), r"batch_size must be >= 1, got 0"),
+    (dict(batch_size=0), r"batch_size must be an integer >= 1, got 0"),
     (dict(render="gif"), r"render must be one of"),
-    (dict(seed=-1), r"seed must be in \[0, "),
-    (dict(num_batches=0), r"num_batches must be >= 1, got 0"),
+    (dict(seed=-1), r"seed must be an integer in \[0, "),
+    (dict(num_batches=0), r"num_batches must be an integer >= 1, got 0"),
 ])
 def test_bad_arguments_name_the_argument(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -151,7 +152,7 @@ def test_bad_arguments_name_the_argument(kwargs, message):
 
 
 def test_bad_states_and_count():
-    with pytest.raises(ValueError, match="count must be >= 1"):
+    with pytest.raises(ValueError, match="count must be an integer >= 1"):
         gs.sample_strings(None, 0, rng=0)
     with pytest.raises(ValueError, match=r"states must be \[N, L\] with L >= 2"):
         gs.next_symbol_arrays(None, np.zeros((3,), int))

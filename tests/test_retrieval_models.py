@@ -100,7 +100,7 @@ def test_learning_rate_schedule():
 
 def test_default_hparams_match_the_constructor():
     signature = inspect.signature(RetrievalModel.__init__)
-    for key, value in RetrievalModel.default_hparams.items():
+    for key, value in RetrievalModel.options.defaults().items():
         assert signature.parameters[key].default == value, key
 
 

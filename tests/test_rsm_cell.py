@@ -1,6 +1,6 @@
-"""RSMCell against an independent numpy re-implementation of reference/rsm.md §2 (one step).
+"""RSMCell against an independent numpy re-implementation of docs/rsm.md (one step).
 
-The reference below shares no code with the cell: it is written from the spec (§2.2–§2.8).
+The reference below shares no code with the cell: it is written from docs/rsm.md.
 """
 import keras
 import numpy as np
@@ -27,7 +27,7 @@ def ref_condition(u, trace, eps, floor, norm_first, norm_eps=1e-11):
 
 
 def ref_step(x_t, state, w, hp, reset, feedback=None):
-    """One RSM step as specified in rsm.md §2.9 (h = w = 1), float64."""
+    """One RSM step as docs/rsm.md#overview states it, float64."""
     keep = (1.0 - reset)[:, None]
     state = {name: value * keep for name, value in state.items()}
     if feedback is not None:
@@ -41,7 +41,7 @@ def ref_step(x_t, state, w, hp, reset, feedback=None):
         b_in, b_trace = ref_condition(feedback, state.get("b_trace"), eps, floor, first)
         drive = drive + b_in @ w["feedback_kernel"]
     z = np.repeat(forward, C, axis=1) + drive                       # cell j = group*C + m
-    if hp.get("boost_factor", 0) > 0:
+    if hp.get("boost_strength", 0) > 0:
         rho = z * w["boost"]
     else:
         rho = (z - z.min(axis=1, keepdims=True) + 1.0) * (1.0 - state["inh"])
@@ -80,13 +80,13 @@ CONFIGS = {
     "trace_floor_norm_first": dict(inhibition_decay=0.3, recurrent_decay=0.8,
                                    recurrent_decay_floor=0.02, input_norm_first=True),
     "gamma0_feedback": dict(inhibition_decay=0.0, recurrent_decay=0.5, feedback=3),
-    "boosting": dict(inhibition_decay=0.9, recurrent_decay=0.4, boost_factor=2.0),
+    "boosting": dict(inhibition_decay=0.9, recurrent_decay=0.4, boost_strength=2.0),
 }
 
 
 def make_cell(hp):
     kwargs = {k: v for k, v in hp.items() if k != "feedback"}
-    cell = RSMCell(groups=G, cells_per_group=C, sparsity=K,
+    cell = RSMCell(groups=G, cells_per_group=C, active_groups=K,
                    feedback_units=hp.get("feedback", 0),
                    decoder_initializer="glorot_uniform", bias_initializer="random_normal",
                    **kwargs)
@@ -163,7 +163,7 @@ def test_rnn_wrapper_equals_step_loop():
         states = step.states
 
 
-# ----------------------------------------------------------------------------- sanity (§13.5)
+# ---------------------------------------------------------------- sanity (docs/rsm.md#tests)
 def run_steps(cell, xs):
     states = [tf.zeros((xs.shape[1], s)) for s in cell.state_size]
     masks = []
@@ -175,7 +175,7 @@ def run_steps(cell, xs):
 
 
 def test_exactly_k_cells_one_per_group_and_cell0_at_start():
-    cell = RSMCell(groups=G, cells_per_group=C, sparsity=K, inhibition_decay=0.5)
+    cell = RSMCell(groups=G, cells_per_group=C, active_groups=K, inhibition_decay=0.5)
     cell.build((None, D))
     masks = run_steps(cell, np.random.default_rng(3).uniform(size=(6, B, D)).astype("float32"))
     assert (masks.sum(-1) == K).all()
@@ -185,7 +185,7 @@ def test_exactly_k_cells_one_per_group_and_cell0_at_start():
 
 
 def test_gamma_zero_gives_one_step_refractory_period():
-    cell = RSMCell(groups=G, cells_per_group=C, sparsity=K, inhibition_decay=0.0)
+    cell = RSMCell(groups=G, cells_per_group=C, active_groups=K, inhibition_decay=0.0)
     cell.build((None, D))
     masks = run_steps(cell, np.random.default_rng(4).uniform(size=(12, 1, D)).astype("float32"))
     assert not (masks[1:] * masks[:-1]).any()
@@ -203,18 +203,18 @@ def test_no_gradient_reaches_state_inputs():
     assert all(g is not None for g in grads[len(states):len(states) + 3])
 
 
-def test_update_frequency_sets_boost():
-    cell = RSMCell(groups=G, cells_per_group=C, sparsity=K, boost_factor=3.0)
+def test_update_duty_cycle_sets_boost():
+    cell = RSMCell(groups=G, cells_per_group=C, active_groups=K, boost_strength=3.0)
     cell.build((None, D))
     usage = np.arange(N, dtype="float32")
-    cell.update_frequency(usage, slots=20, learning_rate=0.5)
+    cell.update_duty_cycle(usage, slots=20, learning_rate=0.5)
     freq = 0.5 * usage / 20
-    np.testing.assert_allclose(cell.frequency, freq, rtol=1e-6)
+    np.testing.assert_allclose(cell.duty_cycle, freq, rtol=1e-6)
     np.testing.assert_allclose(cell.boost, np.exp((K / N - freq) * 3.0), rtol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs, word", [
-    (dict(sparsity=6), "sparsity"),
+    (dict(active_groups=6), "active_groups"),
     (dict(inhibition_decay=1.5), "inhibition_decay"),
     (dict(inhibition_decay=-0.1), "inhibition_decay"),
     (dict(recurrent_decay=2.0), "recurrent_decay"),
@@ -222,23 +222,23 @@ def test_update_frequency_sets_boost():
     (dict(groups=0), "groups"),
     (dict(cells_per_group=1.5), "cells_per_group"),
     (dict(recurrent_norm="l2"), "recurrent_norm"),
-    (dict(boost_factor=-1.0), "boost_factor"),
+    (dict(boost_strength=-1.0), "boost_strength"),
 ])
 def test_bad_arguments_name_the_argument(kwargs, word):
-    args = dict(groups=G, cells_per_group=C, sparsity=K)
+    args = dict(groups=G, cells_per_group=C, active_groups=K)
     args.update(kwargs)
     with pytest.raises(ValueError, match=word):
         RSMCell(**args)
 
 
 def test_wrong_input_rank_is_a_clear_error():
-    cell = RSMCell(groups=G, cells_per_group=C, sparsity=K)
+    cell = RSMCell(groups=G, cells_per_group=C, active_groups=K)
     with pytest.raises(ValueError, match="rank 2"):
         cell.build((None, 3, D))
 
 
 def test_sparse_recurrent_path_equals_dense():
-    kwargs = dict(groups=10, cells_per_group=3, sparsity=2, inhibition_decay=0.6,
+    kwargs = dict(groups=10, cells_per_group=3, active_groups=2, inhibition_decay=0.6,
                   use_recurrent_bias=True)
     dense = RSMCell(recurrent_path="dense", **kwargs)
     sparse = RSMCell(recurrent_path="sparse", **kwargs)
@@ -265,12 +265,12 @@ def test_sparse_recurrent_path_equals_dense():
 
 def test_sparse_path_rejects_a_trace():
     with pytest.raises(ValueError, match="recurrent_path"):
-        RSMCell(groups=G, cells_per_group=C, sparsity=K, recurrent_decay=0.5,
+        RSMCell(groups=G, cells_per_group=C, active_groups=K, recurrent_decay=0.5,
                 recurrent_path="sparse")
 
 
 def test_sum_decoder_pooling_sees_negative_winners():
-    cell = RSMCell(groups=G, cells_per_group=C, sparsity=K, decoder_pooling="sum")
+    cell = RSMCell(groups=G, cells_per_group=C, active_groups=K, decoder_pooling="sum")
     cell.build((None, D))
     rng = np.random.default_rng(7)
     for v in cell.trainable_weights:
@@ -284,4 +284,4 @@ def test_sum_decoder_pooling_sees_negative_winners():
     expected = y.sum(-1) @ np.asarray(cell.decoder_kernel) + np.asarray(cell.decoder_bias)
     np.testing.assert_allclose(out.decoding, expected, atol=1e-5)
     with pytest.raises(ValueError, match="decoder_pooling"):
-        RSMCell(groups=G, cells_per_group=C, sparsity=K, decoder_pooling="mean")
+        RSMCell(groups=G, cells_per_group=C, active_groups=K, decoder_pooling="mean")

@@ -62,7 +62,7 @@ def test_cell_partial_tie_after_a_zero_state_keeps_the_lowest_uninhibited_cell()
     # feed-forward drive tiled over the cells: in groups 0 and 1 cell 0 is inhibited and cells
     # 1 and 2 tie. The rule keeps cell 1 (the original keeps cells 1 and 2).
     g, c, k, d = 5, 3, 2, 4
-    cell = RSMCell(groups=g, cells_per_group=c, sparsity=k, inhibition_decay=0.5)
+    cell = RSMCell(groups=g, cells_per_group=c, active_groups=k, inhibition_decay=0.5)
     cell.build((None, d))
     # Feed-forward weights that rank groups 0 and 1 first at t = 2.
     cell.input_kernel.assign(np.tile([[3.0, 2.0, -1.0, -2.0, -3.0]], (d, 1)).astype("float32"))
@@ -116,9 +116,9 @@ def test_sparse_input_matmul_equals_the_dense_matmul_and_its_gradient(mode):
 def test_auto_recurrent_path_is_sparse_only_at_small_k_without_trace():
     def path(**kwargs):
         return RSMCell(groups=200, cells_per_group=6, **kwargs).uses_sparse_recurrent_path
-    assert path(sparsity=2)                          # k/n = 0.17%
-    assert path(sparsity=12)                         # 1%
-    assert not path(sparsity=25)                     # 2%: the dense matmul is faster
-    assert not path(sparsity=2, recurrent_decay=0.5)  # a trace has more than k non-zeros
-    assert not path(sparsity=2, recurrent_path="dense")
-    assert path(sparsity=25, recurrent_path="sparse")
+    assert path(active_groups=2)                          # k/n = 0.17%
+    assert path(active_groups=12)                         # 1%
+    assert not path(active_groups=25)                     # 2%: the dense matmul is faster
+    assert not path(active_groups=2, recurrent_decay=0.5)  # a trace has more than k non-zeros
+    assert not path(active_groups=2, recurrent_path="dense")
+    assert path(active_groups=25, recurrent_path="sparse")

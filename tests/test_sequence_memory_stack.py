@@ -33,7 +33,7 @@ def toy_dataset(start=0, **kw):
 
 def small_stack(**overrides):
     hp = dict(input_dim=K, num_classes=K, batch_size=B, groups=[16], cells_per_group=[4],
-              sparsity=[3], inhibition_decay=[0.5], predictor_hidden_size=[32],
+              active_groups=[3], inhibition_decay=[0.5], predictor_hidden_size=[32],
               predictor_nonlinearity=["none"], learning_rate=0.01, accuracy_window=100, seed=1)
     hp.update(overrides)
     keras.utils.set_random_seed(1)
@@ -55,7 +55,7 @@ def test_learns_a_higher_order_sequence_inside_fit(schedule):
 
 
 def test_two_layers_with_feedback_and_pooling_train():
-    model = small_stack(num_layers=2, groups=[16, 8], cells_per_group=[4, 2], sparsity=[3, 2],
+    model = small_stack(num_layers=2, groups=[16, 8], cells_per_group=[4, 2], active_groups=[3, 2],
                         pool_size=[2, 1], connectivity="bi")
     assert model.cells[1].input_dim == 32 and model.cells[0].feedback_units == 16
     history = model.fit(toy_dataset(), steps_per_epoch=30, epochs=2, verbose=0).history
@@ -110,9 +110,9 @@ def test_keras_file_round_trip_keeps_stream_state(tmp_path):
 
 
 def test_frequency_statistics_update():
-    model = small_stack(freq_update_interval=T)
+    model = small_stack(duty_cycle_interval=T)
     model.fit(toy_dataset(), steps_per_epoch=2, verbose=0)
-    freq = np.asarray(model.cells[0].frequency)
+    freq = np.asarray(model.cells[0].duty_cycle)
     assert freq.sum() > 0
     # Each step activates exactly k of n cells: frequencies (EMA of win rates) sum to ≤ k.
     assert freq.sum() <= 3 + 1e-5
@@ -138,11 +138,11 @@ def test_mirrored_strategy_matches_one_device(strategies):
 
 
 @pytest.mark.parametrize("overrides, word", [
-    (dict(sparsity=[20]), "sparsity"),
+    (dict(active_groups=[20]), "active_groups"),
     (dict(inhibition_decay=[1.5]), "inhibition_decay"),
     (dict(inhibition_decay=[-0.5]), "inhibition_decay"),
     (dict(num_layers=2, groups=[16, 8, 4]), "groups"),
-    (dict(num_layers=2, sparsity=[3, 2, 1]), "sparsity"),
+    (dict(num_layers=2, active_groups=[3, 2, 1]), "active_groups"),
     (dict(dends_per_cell=[1]), "dends_per_cell"),
     (dict(update_schedule="sometimes"), "update_schedule"),
     (dict(connectivity="up"), "connectivity"),
@@ -170,7 +170,7 @@ def test_predictor_learning_rate_is_its_own_when_set():
 
 def test_default_hparams_cover_every_accepted_key():
     hp = default_hparams()
-    assert {"groups", "cells_per_group", "sparsity", "inhibition_decay", "recurrent_decay",
+    assert {"groups", "cells_per_group", "active_groups", "inhibition_decay", "recurrent_decay",
             "predictor_hidden_size", "batch_size", "learning_rate"} <= set(hp)
 
 
@@ -203,7 +203,7 @@ def test_predictor_log_distribution_is_finite_and_exact(layer_mass, uniform_mass
 
 @pytest.mark.parametrize("norm_first", [True, False])
 def test_predictor_input_trace_follows_the_original(norm_first):
-    """τ_t = max(δ·τ_{t−1}, N(y_t)) (norm first) or N(max(δ·τ_{t−1}, y_t)), rsm.md §3.2;
+    """τ_t = max(δ·τ_{t−1}, N(y_t)) (norm first) or N(max(δ·τ_{t−1}, y_t)), docs/rsm.md#predictor;
     the reference is written out here in numpy."""
     from pagi_rsm.components.predictor import Predictor
     delta = 0.5

@@ -217,7 +217,7 @@ def test_evaluate_batches(tmp_path):
     assert set(results["evaluation"]) == {"accuracy"}
 
 
-GRAMMAR_TINY = {"batch_size": 8, "groups": [12], "cells_per_group": [3], "sparsity": [2],
+GRAMMAR_TINY = {"batch_size": 8, "groups": [12], "cells_per_group": [3], "active_groups": [2],
                 "predictor_hidden_size": [16]}
 
 

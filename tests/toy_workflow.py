@@ -20,6 +20,7 @@ import pytest
 import tensorflow as tf
 
 from pagi_rsm.callbacks.tensorboard_summaries import write_weight_histograms
+from pagi_rsm.options import Option
 from pagi_rsm.workflows.workflow import Workflow
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -193,12 +194,10 @@ class ToyWorkflow(Workflow):
                 "batches": 20, "seed": 7,
                 "hparams_override": {"units": 12}}
 
-    @classmethod
-    def default_options(cls):
-        options = super().default_options()
-        options.update({"time_steps": 4, "checkpoint_interval": 5, "image_interval": 5,
-                        "kill_at_batch": 0, "progress": False})
-        return options
+    options = Workflow.options.extend(
+        Option("time_steps", 4, "time steps per batch", low=1),
+        Option("kill_at_batch", 0, "SIGKILL this process at this batch (0: never)", low=0),
+    ).with_defaults(checkpoint_interval=5, image_interval=5, progress=False)
 
     def build_dataset(self, start_batch):
         return self.config.dataset_fn(

@@ -13,9 +13,9 @@ Two ways to run it, sharing the data, the models, the validation monitor and the
   ``units`` (definitions/fast_weights/table1.yaml) writes the paper's Table 1 layout as
   ``table.md`` and ``table.csv`` in the sweep directory.
 * `train_retrieval` / `run_table`, a plain function for scripts and benchmarks. It runs several
-  training steps per compiled call (`steps_per_execution`), about twice as fast on a CPU as the
-  workflow's one step per call (the workflow's batch clock counts one batch per call, so it
-  runs one step per call):
+  training steps per compiled call (`steps_per_execution`), faster on a CPU than the workflow's
+  one step per call (the workflow's batch clock counts one batch per call; see
+  docs/fast_weights.md#training):
 
       python -m pagi_rsm.workflows.associative_retrieval --models fast_weights,lstm,rnn_ln \\
           --units 20,50 --steps 30000 --out runs/retrieval_table
@@ -33,14 +33,16 @@ import numpy as np
 
 from pagi_rsm.components.retrieval_models import KINDS, build_model
 from pagi_rsm.datasets import associative_retrieval as ar
+from pagi_rsm.options import Option
 from pagi_rsm.workflows.workflow import RESULTS_FILE, Workflow
 
 __all__ = ["AssociativeRetrievalWorkflow", "train_retrieval", "run_table", "error_rate",
            "format_table", "write_table", "merge_tables", "PAPER_TABLE"]
 
 PAPER_TABLE = {
-    # Ba et al. 2016, Table 1, test error (%) with K = 4 pairs, as recalled in
-    # reference/peers.md §2.3 ("verify against the PDF"); the paper has no RNN-LN / GRU-LN row.
+    # Ba et al. 2016, Table 1, test error (%) with K = 4 pairs, collected from secondary sources
+    # and not checked against the PDF (docs/fast_weights.md#paper-table-1); the paper has no
+    # RNN-LN / GRU-LN row.
     "control": {20: 62.11, 50: 60.23, 100: 0.34},   # IRNN
     "lstm": {20: 60.81, 50: 1.85, 100: 0.0},
     "fast_weights": {20: 1.81, 50: 0.0, 100: 0.0},
@@ -274,35 +276,22 @@ class AssociativeRetrievalWorkflow(Workflow):
                 "batches": 30000, "seed": 0,
                 "hparams_override": {"unroll": True}}
 
-    @classmethod
-    def default_options(cls):
-        options = super().default_options()
-        options.update({
-            "pairs": ar.DEFAULT_PAIRS,
-            "batch_size": 128,
-            "train_size": ar.SPLIT_SIZES["train"],
-            "validation_size": ar.SPLIT_SIZES["validation"],
-            "test_size": ar.SPLIT_SIZES["test"],
-            "target_validation_error": -1.0,
-            "checkpoint_interval": 1000,
-            "image_interval": 0,
-            "summary_interval": 25,
-        })
-        return options
+    options = Workflow.options.extend(
+        Option("pairs", ar.DEFAULT_PAIRS, "K, key/value pairs per sequence", low=1,
+               high=ar.MAX_PAIRS),
+        Option("batch_size", 128, "minibatch size", low=1),
+        Option("train_size", ar.SPLIT_SIZES["train"], "training sequences", low=1),
+        Option("validation_size", ar.SPLIT_SIZES["validation"], "validation sequences", low=1),
+        Option("test_size", ar.SPLIT_SIZES["test"], "test sequences", low=1),
+        Option("target_validation_error", -1.0, "stop once the validation error is <= this "
+               "fraction (< 0: never)"),
+    ).with_defaults(checkpoint_interval=1000, image_interval=0, summary_interval=25)
 
     @classmethod
     def complete_config(cls, config):
         """Checks the data options and derives ``max_length`` (the sequence length 2K+3)."""
         options = config.workflow_options
         pairs = options["pairs"]
-        if isinstance(pairs, bool) or not isinstance(pairs, int) or not 1 <= pairs <= 26:
-            raise ValueError(f"workflow-options.pairs must be an integer in [1, 26], got "
-                             f"{pairs!r}")
-        for name in ("batch_size", "train_size", "validation_size", "test_size"):
-            value = options[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"workflow-options.{name} must be an integer >= 1, got "
-                                 f"{value!r}")
         if options["batch_size"] > options["train_size"]:
             raise ValueError(f"workflow-options.batch_size ({options['batch_size']}) must be <= "
                              f"train_size ({options['train_size']})")

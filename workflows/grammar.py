@@ -1,6 +1,6 @@
 """The grammar workflow: RSM learns to predict the next symbol of embedded Reber strings.
 
-This is the paper's first experiment and the README's main job (reference/rsm.md §9.1, §12.2):
+This is the paper's first experiment and the README's main job (docs/rsm.md#embedded-reber-grammar):
 B = 400 parallel streams of embedded Reber strings, each symbol shown as the MNIST glyph of its
 class; one RSM layer (g = 200 groups × c = 6 cells, k = 25, γ = 0.98) and a 500-unit predictor.
 The headline is the test-state accuracy: the accuracy of predicting the second-to-last symbol
@@ -20,41 +20,37 @@ from pagi_rsm import definitions
 results = config.workflow_class(config).run()
 ```
 """
+from pagi_rsm.options import Option
 from pagi_rsm.workflows.workflow import Workflow
 
-# Paper values (reference/rsm.md §12.1 README row, §12.2 definition) in SequenceMemoryStack's
+# Paper values (docs/rsm.md#embedded-reber-grammar) in SequenceMemoryStack's
 # hparam names. input_dim and num_classes are derived from the grammar and the rendering.
 PAPER_HPARAMS = {
     "num_layers": 1,
     "batch_size": 400,
     "groups": [200],
     "cells_per_group": [6],
-    "sparsity": [25],
+    "active_groups": [25],
     "inhibition_decay": [0.98],
     "recurrent_decay": [0.0],
     "predictor_hidden_size": [500],
     "learning_rate": 5e-4,
-    # Two documented deviations from the original's grammar definition, both built from the
-    # original's own hparams (measured at these values; docs/running.md has the figures):
+    # Two deviations from the original's grammar definition, both built from the original's
+    # own hparams (docs/running.md#the-grammar-jobs-settings-and-what-they-rest-on has the
+    # measurements that chose them):
     # 1. The memory learns for the first 2000 time steps, then is frozen while the predictor
-    #    keeps learning (memory_training_interval; the original's grammar definition trains the
-    #    memory throughout, its PTB definitions freeze it). Learning throughout, the code stays
-    #    linearly separable at the test states but keeps drifting, and the online predictor's
-    #    test-state accuracy swings between 0.43 and 0.98.
-    # 2. The predictor: the original's grammar definition has a linear MLP (nonlinearity none)
-    #    on the sum-normalised code at lr 5e-4. On frozen codes that learns too slowly: at
-    #    seeds 1 and 2 it was still at 97.5-98% after 2400 more steps, although a linear probe
-    #    fitted offline to the same codes reached 98.8-99.2%. A leaky-ReLU hidden layer (the
-    #    original's default nonlinearity, here not on the logits), no input normalisation, its
-    #    own lr 2e-3 and an input trace (the original's predictor_input_decay_rate, cleared at
-    #    the end of a string) give 99.6-99.7% on the same frozen codes.
+    #    keeps learning (the original's grammar definition trains the memory throughout, its
+    #    PTB definitions freeze it).
+    # 2. The predictor: a leaky-ReLU hidden layer and linear logits, no input normalisation,
+    #    its own lr 2e-3 and an input trace cleared at the end of a string (the original's:
+    #    a linear MLP on the sum-normalised code at lr 5e-4).
     "memory_training_interval": [0, 2000],
     "predictor_nonlinearity": ["leaky_relu", "none"],
     "predictor_norm": None,
     "predictor_input_decay": 0.95,
     "predictor_input_reset": True,
     "predictor_learning_rate": 2e-3,
-    "freq_update_interval": 40,
+    "duty_cycle_interval": 40,
     "accuracy_window": 2000,
 }
 
@@ -62,17 +58,30 @@ PAPER_HPARAMS = {
 class GrammarWorkflow(Workflow):
     """Trains a `SequenceMemoryStack` on `make_grammar_dataset` streams (see module docstring).
 
-    Workflow options (besides the base class's): ``grammar`` (None: embedded Reber; or a
-    mapping with ``states`` and ``transitions``, see `pagi_rsm.datasets.grammar`),
-    ``chunk_length`` (time steps per batch), ``render`` ("same", "random", "onehot"),
-    ``mnist_dir`` (MNIST IDX files, for render "random"; "" = default locations).
+    Its options are declared in `options` (listed in docs/options.md and by
+    ``pagi run --workflow=grammar --help``).
     """
 
     headline_metric = "test_state_accuracy"
     headline_mode = "max"
-    integer_options = Workflow.integer_options + (
-        ("probe_interval", 0), ("probe_streams", 1),
-        ("probe_train_chunks", 1), ("probe_test_chunks", 1))
+    options = Workflow.options.extend(
+        Option("grammar", None, "the grammar: null for embedded Reber, or a mapping with "
+               "states and transitions (see pagi_rsm.datasets.grammar)", kind="mapping"),
+        Option("chunk_length", 12, "time steps per batch", low=1),
+        Option("render", "same", "how a symbol is shown: same (one MNIST glyph per class, "
+               "shipped), random (a random MNIST exemplar, needs the MNIST files), onehot",
+               choices=("same", "random", "onehot")),
+        Option("mnist_dir", "", "directory of the MNIST IDX files for render random (empty: "
+               "the default locations)"),
+        Option("probe_interval", 250, "batches between linear probes of the last layer's code "
+               "on held-out streams (the dataset at seed + 1); 0: never", low=0),
+        Option("probe_streams", 100, "held-out streams of a probe", low=1),
+        Option("probe_train_chunks", 20, "chunks a probe is fitted on", low=1),
+        Option("probe_test_chunks", 10, "chunks a probe is scored on", low=1),
+    ).with_defaults(
+        checkpoint_interval=250, image_interval=250, stop_metric="test_state_accuracy",
+        stop_target=0.995, stop_mode="max", stop_window=2000,
+        stop_window_metric="test_state_count")
 
     @classmethod
     def default_experiment_options(cls):
@@ -81,42 +90,10 @@ class GrammarWorkflow(Workflow):
                 "hparams_override": dict(PAPER_HPARAMS)}
 
     @classmethod
-    def default_options(cls):
-        options = super().default_options()
-        options.update({
-            "grammar": None,
-            "chunk_length": 12,
-            "render": "same",
-            "mnist_dir": "",
-            "checkpoint_interval": 250,
-            "image_interval": 250,
-            "stop_metric": "test_state_accuracy",
-            "stop_target": 0.995,
-            "stop_mode": "max",
-            "stop_window": 2000,
-            "stop_window_metric": "test_state_count",
-            # every `probe_interval` batches (0: never) a ridge readout is fitted to the last
-            # layer's code on `probe_streams` held-out streams (the dataset at seed + 1):
-            # `probe_train_chunks` chunks to fit, `probe_test_chunks` to score; logged as
-            # probe/accuracy and probe/test_state_accuracy (pagi_rsm.callbacks.probe_summaries)
-            "probe_interval": 250,
-            "probe_streams": 100,
-            "probe_train_chunks": 20,
-            "probe_test_chunks": 10,
-        })
-        return options
-
-    @classmethod
     def complete_config(cls, config):
         """Derives `input_dim` and `num_classes` from the grammar and the rendering."""
         from pagi_rsm.datasets.grammar import as_grammar
         options = config.workflow_options
-        if options["render"] not in ("same", "random", "onehot"):
-            raise ValueError(f"workflow-options.render must be one of same, random, onehot, "
-                             f"got {options['render']!r}")
-        if not isinstance(options["chunk_length"], int) or options["chunk_length"] < 1:
-            raise ValueError(f"workflow-options.chunk_length must be an integer >= 1, got "
-                             f"{options['chunk_length']!r}")
         try:
             grammar = as_grammar(options["grammar"])
         except (ValueError, TypeError, KeyError) as e:
@@ -131,6 +108,14 @@ class GrammarWorkflow(Workflow):
                 raise ValueError(f"hparams_override.{key} is {hparams[key]} but the dataset "
                                  f"(grammar, render={options['render']}) gives {value}; "
                                  f"leave it unset")
+
+    @classmethod
+    def load_data_files(cls, config):
+        """render "random" reads the MNIST training images: check them before a run starts."""
+        options = config.workflow_options
+        if options["render"] == "random":
+            from pagi_rsm.datasets import mnist
+            mnist.load_mnist(options["mnist_dir"] or None, split="train")
 
     def _streams(self, streams, seed, start_chunk):
         """(dataset, meta) of `streams` grammar streams from `seed`, from chunk `start_chunk`."""

@@ -6,6 +6,7 @@ evaluates, and reports. `Workflow.run` is that recipe, step for step:
 
 ```python
 def run(self):
+    self.check_data(self.config)                   # missing/corrupt data: DataError, no run dir
     self.setup()                                   # seed, strategy, directories, summary writer
     start = self.resume_point()                    # batch of the latest checkpoint, else 0
     dataset = self.build_dataset(start_batch=start)
@@ -40,8 +41,8 @@ What a run reports:
 - A non-finite loss stops the run with a message naming the loss; no checkpoint is written after
   it, so the last good one stays the latest. Status "nan", exit code 3 from the CLI.
 
-Subclasses set `headline_metric`, their defaults (`default_experiment_options`,
-`default_options`) and implement `build_dataset`; anything else the recipe does not need to
+Subclasses set `headline_metric`, their defaults (`default_experiment_options`), declare their
+options (`options`, extending the base class's) and implement `build_dataset`; anything else the recipe does not need to
 show lives in the component or the library.
 
 Example:
@@ -64,6 +65,7 @@ from absl import logging
 
 from pagi_rsm import definitions
 from pagi_rsm import runtime
+from pagi_rsm.options import Option, Options
 
 RESULTS_FILE = "results.json"
 RUN_INFO_FILE = "run.json"
@@ -76,16 +78,19 @@ class ResumeError(definitions.DefinitionError):
     """A checkpoint directory that this run cannot resume from (nothing was started)."""
 
 
+class DataError(definitions.DefinitionError):
+    """A data file that is missing or corrupt, found before anything started (exit status 2).
+
+    The message is one line naming the file and how to provide it.
+    """
+
+
 def _finite_or_none(value):
     try:
         value = float(value)
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
-
-
-def _is_int(value, low=0):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 class Workflow:
@@ -116,49 +121,57 @@ class Workflow:
         """
         return {"batches": 1000, "seed": 42}
 
-    @classmethod
-    def default_options(cls):
-        """Defaults of `workflow-options` (every key a definition may set, with its type)."""
-        return {
-            # batches between checkpoints; also the length of a Keras epoch. 0: only at the end.
-            "checkpoint_interval": 500,
-            # checkpoints kept on disk
-            "max_to_keep": 3,
-            # batches between scalar summaries
-            "summary_interval": 1,
-            # batches between weight histograms and component images; 0: never
-            "image_interval": 500,
-            # stop early once `stop_metric` reaches `stop_target` (stop_mode max: >=, min: <=)
-            # and holds it over `stop_window` (see pagi_rsm.callbacks.stop_at_target)
-            "stop_metric": "",
-            "stop_target": 0.0,
-            "stop_mode": "max",
-            "stop_window": 0,
-            "stop_window_metric": "",
-            # after training, evaluate on this many further batches of the stream (model.evaluate)
-            "evaluate_batches": 0,
-            # show the progress line
-            "progress": True,
-        }
-
-    integer_options = (("checkpoint_interval", 0), ("max_to_keep", 1), ("summary_interval", 1),
-                       ("image_interval", 0), ("stop_window", 0), ("evaluate_batches", 0))
-    """(option, lowest value) of the integer workflow options; subclasses extend it."""
+    options = Options(
+        Option("checkpoint_interval", 500, "batches between checkpoints (also the length of a "
+               "Keras epoch); 0: only at the end", low=0),
+        Option("max_to_keep", 3, "checkpoints kept on disk", low=1),
+        Option("summary_interval", 1, "batches between scalar summaries", low=1),
+        Option("image_interval", 500, "batches between weight histograms and component images; "
+               "0: never", low=0),
+        Option("stop_metric", "", "stop early once this logged metric reaches stop_target "
+               "(empty: never)"),
+        Option("stop_target", 0.0, "the value of stop_metric that ends the run"),
+        Option("stop_mode", "max", "max: stop when stop_metric >= stop_target; min: <=",
+               choices=("max", "min")),
+        Option("stop_window", 0, "the target must hold over this many counts of "
+               "stop_window_metric (0: at one batch)", low=0),
+        Option("stop_window_metric", "", "logged count that measures stop_window"),
+        Option("evaluate_batches", 0, "after training, evaluate on this many further batches of "
+               "the stream (model.evaluate)", low=0),
+        Option("progress", True, "show the progress line"),
+    )
+    """The declared workflow options; subclasses extend it (`Options.extend`,
+    `Options.with_defaults`). Definitions, `pagi show`, `pagi run --help` and docs/options.md
+    are made from it."""
 
     @classmethod
     def check_options(cls, config):
-        """Checks option values (ranges, combinations); raises ValueError naming the option."""
-        options = config.workflow_options
-        for name, low in cls.integer_options:
-            if name in options and not _is_int(options[name], low):
-                raise ValueError(f"workflow-options.{name} must be an integer >= {low}, "
-                                 f"got {options[name]!r}")
-        if options.get("stop_mode", "max") not in ("max", "min"):
-            raise ValueError(f"workflow-options.stop_mode must be one of max, min, got "
-                             f"{options['stop_mode']!r}")
-        if options.get("stop_metric") and not math.isfinite(options.get("stop_target", 0.0)):
-            raise ValueError(f"workflow-options.stop_target must be a finite number, got "
-                             f"{options['stop_target']!r}")
+        """Checks combinations of option values; raises ValueError naming the option.
+
+        Each option's own type and range are checked by its declaration; subclasses add checks
+        of combinations here.
+        """
+
+    @classmethod
+    def check_data(cls, config):
+        """Checks that the data a run needs is present and readable, before anything starts.
+
+        Subclasses whose data comes from files override `load_data_files(config)` (open and
+        parse them; raise `FileNotFoundError`/`OSError`/`ValueError` naming the file). Any such
+        error becomes a one-line `DataError`, so `pagi run` prints one line, exits with status
+        2 and leaves no run directory, whatever the dataset.
+        """
+        try:
+            cls.load_data_files(config)
+        except (OSError, ValueError) as e:
+            if isinstance(e, definitions.DefinitionError):
+                raise
+            message = " ".join(str(e).split())
+            raise DataError(f"{config.source}: data: {message}") from None
+
+    @classmethod
+    def load_data_files(cls, config):
+        """Opens the data files `config` needs (default: none; generated data needs none)."""
 
     # --- construction ----------------------------------------------------------------------------
 
@@ -196,7 +209,11 @@ class Workflow:
 
         Returns:
           The results dict also written to ``<summary_dir>/results.json``.
+
+        Raises:
+          DataError: `check_data` found a missing or corrupt data file; no directory was made.
         """
+        self.check_data(self.config)
         self.setup()
         start = self.resume_point()
         dataset = self.build_dataset(start_batch=start)
@@ -641,6 +658,8 @@ def run_all(configs, summary_dir=None, checkpoint_dir=None):
         config = configs[0]
         return [config.workflow_class(config, summary_dir=summary_dir,
                                       checkpoint_dir=checkpoint_dir).run()]
+    for config in configs:  # every trial's data, before the sweep directory exists
+        config.workflow_class.check_data(config)
     first = configs[0]
     parent, parent_ckpt = plan_directories(first, summary_dir=summary_dir,
                                            checkpoint_dir=checkpoint_dir)

@@ -11,7 +11,8 @@ stored with that key. The paper's example with K = 4: ``c9k8j3f1??c`` -> ``9``.
   among the 37 (some peers use a 37-way softmax; the 27 extra classes can never be right).
 
 Splits: `load_splits` draws train / validation / test (100,000 / 10,000 / 20,000 by default, the
-paper's protocol as restated by peers, reference/peers.md §2.2) from independent random streams
+paper's protocol as restated by public ports, docs/fast_weights.md#associative-retrieval) from
+independent random streams
 derived from one seed (``numpy.random.SeedSequence(seed).spawn(3)``), so each split is a pure
 function of (seed, K, size) and of its own position: changing the size of one split does not
 change the others. The splits are NOT de-duplicated against each other. With K = 4 there are
@@ -32,6 +33,7 @@ Example:
 """
 import numpy as np
 
+from pagi_rsm import checks
 from pagi_rsm.datasets.indexed_stream import indexed_stream
 
 __all__ = ["SYMBOLS", "NUM_SYMBOLS", "NUM_CLASSES", "QUERY_SYMBOL", "DEFAULT_PAIRS",
@@ -57,15 +59,12 @@ _INDEX = {c: i for i, c in enumerate(SYMBOLS)}
 
 
 def _check_pairs(pairs):
-    if isinstance(pairs, bool) or not isinstance(pairs, (int, np.integer)) \
-            or not 1 <= pairs <= MAX_PAIRS:
-        raise ValueError(f"pairs must be an integer in [1, {MAX_PAIRS}] (keys are distinct "
-                         f"letters), got {pairs!r}")
+    """K must be in [1, 26]: the keys are distinct letters."""
+    checks.check_int("pairs", pairs, 1, MAX_PAIRS)
 
 
 def _check_size(name, size):
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {size!r}")
+    checks.check_int(name, size, low=1)
 
 
 def sequence_length(pairs=DEFAULT_PAIRS):

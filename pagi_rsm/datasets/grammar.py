@@ -1,6 +1,7 @@
 """Grammar streams: strings of a stochastic state machine as continuing, chunked batches.
 
-The default grammar is the embedded Reber grammar of the RSM paper (reference/rsm.md §9.1):
+The default grammar is the embedded Reber grammar of the RSM paper
+(docs/rsm.md#embedded-reber-grammar):
 
     B (T|P) B <Reber string> E (the same T|P) E
 
@@ -28,8 +29,8 @@ import threading
 from collections.abc import Mapping
 
 import numpy as np
-import tensorflow as tf
 
+from pagi_rsm import checks
 from pagi_rsm.datasets.indexed_stream import indexed_stream
 
 START = "START"
@@ -393,9 +394,9 @@ class GrammarStreams:
 
     def __init__(self, grammar=None, batch_size=400, seed=0, start_step=0):
         self.grammar = as_grammar(grammar)
-        self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.seed = _check_int("seed", seed, 0, 2 ** 64 - 1)
-        self.step = _check_int("start_step", start_step, 0)
+        self.batch_size = checks.check_int("batch_size", batch_size, low=1)
+        self.seed = checks.check_int("seed", seed, 0, 2 ** 64 - 1)
+        self.step = checks.check_int("start_step", start_step, low=0)
         self._mean = self.grammar.mean_length()
         self._keys = _stream_keys(self.seed, _STRINGS_PURPOSE, np.arange(self.batch_size))
         streams = np.arange(self.batch_size)
@@ -506,15 +507,6 @@ def as_grammar(grammar):
     if grammar is None:
         return Grammar.from_config(EMBEDDED_REBER)
     return Grammar.from_config(grammar)
-
-
-def _check_int(name, value, low, high=None):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be {bound}, got {value}")
-    return int(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -641,16 +633,17 @@ def make_grammar_dataset(grammar=None, batch_size=400, chunk_length=12, render="
       (TensorShape([4, 6, 7]), 7, 'B')
     """
     grammar = as_grammar(grammar)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    chunk_length = _check_int("chunk_length", chunk_length, 1)
-    seed = _check_int("seed", seed, 0, 2 ** 64 - 1)
-    start_chunk = _check_int("start_chunk", start_chunk, 0)
+    batch_size = checks.check_int("batch_size", batch_size, low=1)
+    chunk_length = checks.check_int("chunk_length", chunk_length, low=1)
+    seed = checks.check_int("seed", seed, 0, 2 ** 64 - 1)
+    start_chunk = checks.check_int("start_chunk", start_chunk, low=0)
     if render not in RENDERS:
         raise ValueError(f"render must be one of {RENDERS}, got {render!r}")
     table, offsets, counts = _glyph_table(grammar, render, mnist_dir)
     shape = (batch_size, chunk_length)
     source = _ChunkSource(grammar, batch_size, chunk_length, seed,
                           None if render != "random" else (offsets, counts))
+    import tensorflow as tf  # here, so that checking a definition needs no TensorFlow
     outputs = [tf.int32, tf.bool] + ([tf.int32] if render == "random" else [])
     dataset = indexed_stream(source, [tf.TensorSpec(shape, dtype) for dtype in outputs],
                              start=start_chunk)

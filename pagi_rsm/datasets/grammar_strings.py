@@ -28,7 +28,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from pagi_rsm.datasets.grammar import RENDERS, _check_int, _glyph_table, as_grammar
+from pagi_rsm import checks
+from pagi_rsm.datasets.grammar import RENDERS, _glyph_table, as_grammar
 from pagi_rsm.datasets.indexed_stream import indexed_stream
 
 
@@ -50,7 +51,7 @@ def sample_strings(grammar, count, rng):
       (3, True)
     """
     grammar = as_grammar(grammar)
-    count = _check_int("count", count, 1)
+    count = checks.check_int("count", count, low=1)
     rng = np.random.default_rng(rng)
     keys = rng.integers(0, 2 ** 64 - 1, size=count, dtype=np.uint64, endpoint=True)
     states, lengths = grammar.walk(keys)
@@ -135,10 +136,10 @@ def make_string_dataset(grammar=None, batch_size=32, render="same", seed=0, num_
       (4, 7, 7)
     """
     grammar = as_grammar(grammar)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    seed = _check_int("seed", seed, 0, 2 ** 64 - 1)
+    batch_size = checks.check_int("batch_size", batch_size, low=1)
+    seed = checks.check_int("seed", seed, 0, 2 ** 64 - 1)
     if num_batches is not None:
-        num_batches = _check_int("num_batches", num_batches, 1)
+        num_batches = checks.check_int("num_batches", num_batches, low=1)
     if render not in RENDERS:
         raise ValueError(f"render must be one of {RENDERS}, got {render!r}")
     table, offsets, counts = _glyph_table(grammar, render, mnist_dir)

@@ -11,7 +11,14 @@ from pagi_rsm.layers.k_winners import KWinners, KWinners2D  # noqa: E402
 __all__ += ["KWinners", "KWinners2D"]
 from pagi_rsm.layers.rsm_cell import RSMCell  # noqa: E402
 __all__ += ["RSMCell"]
-from pagi_rsm.layers.fast_weights import FastWeightsCell, FastWeightsRNNLN  # noqa: E402
-__all__ += ["FastWeightsCell", "FastWeightsRNNLN"]
+from pagi_rsm.layers.fast_weights import FastWeightsCell  # noqa: E402
+__all__ += ["FastWeightsCell"]
 from pagi_rsm.layers.layer_norm_gru import LayerNormGRUCell  # noqa: E402
 __all__ += ["LayerNormGRUCell"]
+
+
+def __getattr__(name):
+    if name == "FastWeightsRNNLN":  # deprecated name, kept for one release
+        from pagi_rsm.layers import fast_weights
+        return fast_weights.FastWeightsRNNLN
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,19 +2,20 @@
 
 "Using Fast Weights to Attend to the Recent Past" (Ba, Hinton, Mnih, Leibo, Ionescu, NIPS 2016).
 The recurrence, the choices made where peer ports differ, and the two implementations are in the
-docstring of `FastWeightsCell`; the stateless maths is in `pagi_rsm.ops.fast_weights` and
-`pagi_rsm.ops.layer_norm`.
+docstring of `FastWeightsCell` and explained in docs/fast_weights.md; the stateless maths is in
+`pagi_rsm.ops.fast_weights` and `pagi_rsm.ops.layer_norm`.
 """
-import numbers
 
 import keras
 from keras import ops
 
+from pagi_rsm import checks
+from pagi_rsm.deprecation import deprecated_name
 from pagi_rsm.ops.fast_weights import (apply_fast_weights, attend_and_normalise, attend_history,
                                        slot_weights, update_fast_weights, write_history)
 from pagi_rsm.ops.layer_norm import layer_norm
 
-__all__ = ["FastWeightsCell", "FastWeightsRNNLN", "IMPLEMENTATIONS"]
+__all__ = ["FastWeightsCell", "IMPLEMENTATIONS"]
 
 IMPLEMENTATIONS = ("explicit", "attention")
 """Valid values of `FastWeightsCell(implementation=...)`."""
@@ -25,14 +26,6 @@ DEFAULT_RECURRENT_GAIN = 0.05
 
 _EXACT_INTEGERS = {"float16": 2048, "bfloat16": 256}
 """Largest whole number each low-precision dtype holds exactly (the ring position state)."""
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @keras.saving.register_keras_serializable(package="pagi_rsm")
@@ -59,13 +52,9 @@ class FastWeightsCell(keras.layers.Layer):
            h_{s+1}(t+1) = f(LN(z + A(t) h_s(t+1)))        for s = 0 .. S-1
            h(t+1)       = h_S(t+1)
 
-       The paper layer-normalises the inner loop only; some summaries (reference/peers.md §2.1)
-       also normalise the preliminary vector, h_0 = f(LN(z)): ``preliminary_layer_norm=True``.
-       That reading does not train well: LN scales h_0 up to norm ~sqrt(H), so at
-       initialisation A(t) h_0 is hundreds of times larger than z (whose input part C x is
-       small), every new hidden state is swamped by the memory of the first one, and on
-       associative retrieval (K=4, R=50; measured here, seeds 0 and 2) only the first pair was
-       learned after 30k steps, against 0.7% validation error after 2k steps with f(z).
+       The paper layer-normalises the inner loop only; some summaries also normalise the
+       preliminary vector, h_0 = f(LN(z)): ``preliminary_layer_norm=True``. That reading trains
+       badly (docs/fast_weights.md#readings-that-differ explains why, with the measurement).
 
     With ``fast_learning_rate=0`` A stays 0, the inner loop gives f(LN(z)), and the cell is the
     paper's RNN-LN baseline; it then carries only h (no memory state) and computes f(LN(z))
@@ -147,33 +136,21 @@ class FastWeightsCell(keras.layers.Layer):
                  epsilon=1e-5, kernel_initializer="glorot_uniform", recurrent_initializer=None,
                  bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
-        if not _is_int(units) or units < 1:
-            raise ValueError(f"units must be an integer >= 1, got {units!r}")
-        if not _is_real(decay) or not 0.0 <= decay <= 1.0:
-            raise ValueError(f"decay must be in [0, 1], got {decay!r}")
-        if not _is_real(fast_learning_rate) or not 0.0 <= fast_learning_rate < float("inf"):
-            raise ValueError(
-                f"fast_learning_rate must be a finite number >= 0, got {fast_learning_rate!r}")
-        if not _is_int(inner_steps) or inner_steps < 1:
-            raise ValueError(f"inner_steps must be an integer >= 1, got {inner_steps!r}")
-        if implementation not in IMPLEMENTATIONS:
-            raise ValueError(
-                f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
-        if max_length is not None and (not _is_int(max_length) or max_length < 1):
-            raise ValueError(f"max_length must be None or an integer >= 1, got {max_length!r}")
+        checks.check_int("units", units, low=1)
+        checks.check_number("decay", decay, low=0, high=1)
+        checks.check_number("fast_learning_rate", fast_learning_rate, low=0)
+        checks.check_int("inner_steps", inner_steps, low=1)
+        checks.check_choice("implementation", implementation, IMPLEMENTATIONS)
+        checks.check_int("max_length", max_length, low=1, nullable=True)
         if implementation == "attention" and max_length is None:
             raise ValueError(
                 "max_length must be an integer >= 1 when implementation='attention' (the number "
                 "of past hidden states kept; the sequence length makes it exact), got None")
-        if not isinstance(layer_norm, bool):
-            raise ValueError(f"layer_norm must be True or False, got {layer_norm!r}")
-        if not isinstance(preliminary_layer_norm, bool):
-            raise ValueError(f"preliminary_layer_norm must be True or False, got "
-                             f"{preliminary_layer_norm!r}")
+        checks.check_bool("layer_norm", layer_norm)
+        checks.check_bool("preliminary_layer_norm", preliminary_layer_norm)
         if preliminary_layer_norm and not layer_norm:
             raise ValueError("preliminary_layer_norm=True needs layer_norm=True")
-        if not _is_real(epsilon) or not epsilon > 0:
-            raise ValueError(f"epsilon must be a number > 0, got {epsilon!r}")
+        checks.check_number("epsilon", epsilon, low=0, low_open=True)
         self.units = int(units)
         self.decay = float(decay)
         self.fast_learning_rate = float(fast_learning_rate)
@@ -305,5 +282,9 @@ class FastWeightsCell(keras.layers.Layer):
         return config
 
 
-FastWeightsRNNLN = FastWeightsCell
-"""The paper's name for the model ("RNN-LN-FW"); the same class as `FastWeightsCell`."""
+def __getattr__(name):
+    """`FastWeightsRNNLN`: the deprecated name of `FastWeightsCell` (it is a cell, not an RNN
+    layer), kept for one release (pagi_rsm.deprecation)."""
+    if name == "FastWeightsRNNLN":
+        return deprecated_name("FastWeightsRNNLN", "FastWeightsCell", FastWeightsCell)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

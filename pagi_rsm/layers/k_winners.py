@@ -1,6 +1,6 @@
 """k-winners-take-all layers with boosting by duty cycle: `KWinners` and `KWinners2D`.
 
-Keras 3 form of nupic.torch `KWinners` / `KWinners2d` (see reference/peers.md §3.1-3.2). The maths
+Keras 3 form of nupic.torch `KWinners` / `KWinners2d` (explained in docs/sparse.md). The maths
 is in `pagi_rsm.ops.k_winners`; this module holds the state (duty cycles, samples seen, boost
 strength) and the training / inference switch.
 """
@@ -9,6 +9,7 @@ import numbers
 import keras
 import tensorflow as tf
 
+from pagi_rsm import checks
 from pagi_rsm.distribute import replica_sum
 from pagi_rsm.metrics import duty_cycle as duty_cycle_metrics
 from pagi_rsm.ops import k_winners as kw_ops
@@ -30,12 +31,9 @@ def _check_args(percent_on, k_inference_factor, boost_strength, boost_strength_f
     if (not isinstance(boost_strength_factor, numbers.Real)
             or not 0.0 <= boost_strength_factor <= 1.0):
         raise ValueError(f"boost_strength_factor must be in [0, 1], got {boost_strength_factor!r}")
-    if (isinstance(duty_cycle_period, bool) or not isinstance(duty_cycle_period, numbers.Integral)
-            or duty_cycle_period < 1):
-        raise ValueError(f"duty_cycle_period must be an integer >= 1, got {duty_cycle_period!r}")
-    for name, value in (("break_ties", break_ties), ("relu", relu)):
-        if not isinstance(value, bool):
-            raise ValueError(f"{name} must be True or False, got {value!r}")
+    checks.check_int("duty_cycle_period", duty_cycle_period, low=1)
+    checks.check_bool("break_ties", break_ties)
+    checks.check_bool("relu", relu)
 
 
 class _KWinnersBase(keras.layers.Layer):
@@ -279,8 +277,7 @@ class KWinners2D(_KWinnersBase):
                          boost_strength_factor=boost_strength_factor,
                          duty_cycle_period=duty_cycle_period, break_ties=break_ties, relu=relu,
                          **kwargs)
-        if not isinstance(local, bool):
-            raise ValueError(f"local must be True or False, got {local!r}")
+        checks.check_bool("local", local)
         self.local = local
 
     def build(self, input_shape):

@@ -1,7 +1,7 @@
 """LayerNormGRUCell: a GRU cell with layer normalisation of every gate (the GRU-LN baseline).
 
 The associative-retrieval baselines of the fast-weights work include a GRU with layer norm
-(reference/peers.md §2.4, Goku's "GRU-LN"); Keras has none, so it is here, as a cell.
+(docs/fast_weights.md#baselines); Keras has none, so it is here, as a cell.
 """
 import numbers
 

@@ -1,25 +1,19 @@
-"""`RSMCell`: one layer of Recurrent Sparse Memory for one time step (reference/rsm.md §2, §13.1)."""
+"""`RSMCell`: one layer of Recurrent Sparse Memory for one time step (explained in docs/rsm.md)."""
 import collections
 
 import keras
 import tensorflow as tf
 from keras import ops
 
+from pagi_rsm.hparams.rsm_cell import OPTIONS
+from pagi_rsm.deprecation import deprecated_alias
 from pagi_rsm.ops import rsm as rsm_ops
 
 RSMStep = collections.namedtuple("RSMStep", ["encoding", "decoding", "mask", "states"])
 
-_NORMS = (None, "sum", "abs_sum")
-_PATHS = ("auto", "dense", "sparse")
-_POOLINGS = ("max", "sum")
 # recurrent_path="auto" takes the sparse path when the active cells k are at most this fraction
 # of the n cells (and there is no trace): docs/performance.md has the measurements.
 AUTO_SPARSE_FRACTION = 0.01
-
-
-def _check(condition, message):
-    if not condition:
-        raise ValueError(message)
 
 
 @keras.saving.register_keras_serializable(package="pagi_rsm")
@@ -27,15 +21,15 @@ class RSMCell(keras.layers.Layer):
     """Recurrent Sparse Memory cell (Rawlinson, Ahmed & Kowadlo, arXiv 1905.11589).
 
     `groups` (g) groups of `cells_per_group` (c) cells, n = g·c cells in all. At step t the
-    cell sees only previous-step quantities (rsm.md §0): the feed-forward drive uses the
-    previous input x_{t−1} (held in the state), the recurrent drive the previous output
-    y_{t−1}; the current input x_t is only the target of the decoder:
+    cell sees only previous-step quantities (docs/rsm.md#time-convention): the feed-forward
+    drive uses the previous input x_{t−1} (held in the state), the recurrent drive the previous
+    output y_{t−1}; the current input x_t is only the target of the decoder:
 
         F   = cond(x_{t−1}) W_f (+ b_f)                  one weight vector per group, [B, g]
         R   = cond_r(y_{t−1}) W_r (+ b_r)                one weight vector per cell,  [B, n]
         Bf  = cond_r(fb_{t−1}) W_b (+ b_b)               optional feedback from a higher layer
         Z   = tile_c(F) + R (+ Bf)
-        ρ   = (Z − min Z + 1)·(1 − I_{t−1})              or Z·boost when boost_factor > 0
+        ρ   = (Z − min Z + 1)·(1 − I_{t−1})              or Z·boost when boost_strength > 0
         M   = top-k groups of max_c ρ, best cell of each  exactly k cells
         y_t = tanh(Z ⊙ M);   I_t = max(γ·I_{t−1}, M)
         x̂_t = dec(max_cells(y_t) W_d + b_d)              predicts x_t
@@ -53,7 +47,7 @@ class RSMCell(keras.layers.Layer):
     |---|---|---|
     | `groups` | `cols` | g |
     | `cells_per_group` | `cells_per_col` | c |
-    | `sparsity` | `sparsity` | k |
+    | `active_groups` | `sparsity` | k |
     | `inhibition_decay` | `inhibition_decay` | γ |
     | `inhibition_with_mask` | `inhibition_with_mask` | |
     | `recurrent_decay` | `rb_decay_rate` (older: `feedback_decay_rate`) | ε |
@@ -64,43 +58,42 @@ class RSMCell(keras.layers.Layer):
     | `input_norm`, `input_norm_eps`, `input_keep_rate` | `f_norm_type`, `f_norm_eps`, `f_keep_rate` | |
     | `input_norm_first` | `input_norm_first` | |
     | `hidden_keep_rate` | `hidden_keep_rate` | |
-    | `boost_factor` | `boost_factor` | |
+    | `boost_strength` | `boost_factor` | |
     | `activation` | `hidden_nonlinearity` | φ |
     | `decoder_activation` | `decode_nonlinearity` | φ_d |
     | `decoder_units` | target area (`decode_mode='fc'`) | |
     | `use_input_bias`, `use_recurrent_bias`, `use_feedback_bias`, `use_decoder_bias` | `f_bias`, `r_bias`, `b_bias`, `d_bias` | |
     | `feedback_units` | feedback shape (`connectivity='bi'`) | n' |
 
-    Decisions on the quirks of rsm.md §14:
+    Decisions on the original's quirks (numbered as in docs/rsm.md#quirks):
     1. Resets: a per-sample `reset` zeroes every state (x_{t−1} included) *before* the step
        whose input starts a new sequence, i.e. the clean version; the original's grammar
        workflow leaked y of the final E into the next string.
     2. The decoder sees `max` over the cells of each group (faithful), so a winner with a
        negative value is invisible to the decoder when c > 1.
-    4. The recurrent sum-normalisation divides by the signed sum + ε, as in the original.
-    5. γ = 0 still gives a one-step refractory period (faithful: I_t = max(0, M_t)).
-    6. Dead features of the original (`boost_factor_decay` placeholder, lifetime sparsity,
+    3. The recurrent sum-normalisation divides by the signed sum + ε, as in the original.
+    4. γ = 0 still gives a one-step refractory period (faithful: I_t = max(0, M_t)).
+    5. The ranking shift uses the per-sample minimum over all cells (faithful).
+    6. Ties go to the lowest index, by an explicit rule every device computes alike: groups
+       tied at the k-th score and cells tied at their group's best score. This contains the
+       original "all equal → cell 0" rule and keeps exactly k cells active where the original
+       keeps every tied cell (right after a zero state); see `pagi_rsm.ops.rsm.group_cell_mask`.
+    8. Dead features of the original (`boost_factor_decay` placeholder, lifetime sparsity,
        `dends_per_cell`) are not reproduced; boost updates are done by the caller through
-       `update_frequency` (§4), with no dead decay.
-    9. The ranking shift uses the per-sample minimum over all cells (faithful).
-    Ties (docs/rsm.md, "Selection and ties"): groups tied at the k-th score and cells tied at
-    their group's best score go to the lowest index, by an explicit rule that every device
-    computes alike; this contains the original "all equal → cell 0" rule and keeps exactly k
-    cells active where the original keeps every tied cell (right after a zero state); see
-    `pagi_rsm.ops.rsm.group_cell_mask`.
-    Biases default to zeros (the original's `'none'` initialiser drew Glorot-uniform biases);
-    pass `bias_initializer="glorot_uniform"` to match it.
+       `update_duty_cycle` (docs/rsm.md#boosting), with no dead decay.
+    11. Biases default to zeros (the original's `'none'` initialiser drew Glorot-uniform
+       biases); pass `bias_initializer="glorot_uniform"` to match it.
 
     Args:
       groups: g, groups (columns), ≥ 1.
       cells_per_group: c, cells per group, ≥ 1.
-      sparsity: k, active groups per step, 1 ≤ k ≤ g.
+      active_groups: k, active groups per step, 1 ≤ k ≤ g.
       inhibition_decay: γ in [0, 1].
       recurrent_decay: ε in [0, 1]; > 0 adds the recurrent (and feedback) trace states.
       recurrent_decay_floor: ≥ 0.
       recurrent_norm: "sum" (default, the original: divide by the signed sum), "abs_sum"
         (divide by the sum of |y|: the same for non-negative inputs, bounded when negative tanh
-        winners make the signed sum cancel; quirk 4 of §14) or None.
+        winners make the signed sum cancel; docs/rsm.md#quirks item 3) or None.
       recurrent_norm_eps: > 0, default 1e-11.
       recurrent_keep_rate: dropout keep rate of the recurrent/feedback input, (0, 1].
       input_decay, input_decay_floor, input_norm, input_norm_eps, input_keep_rate: the same for
@@ -108,7 +101,7 @@ class RSMCell(keras.layers.Layer):
       input_norm_first: order of norm and trace (default False, the original's).
       hidden_keep_rate: dropout keep rate of the refractory multiplier (1 − I) in training.
       inhibition_with_mask: I_t from the mask M (True) or from y (False).
-      boost_factor: > 0 ranks by Z·boost instead of inhibition.
+      boost_strength: > 0 ranks by Z·boost instead of inhibition.
       activation: φ, default "tanh".
       decoder_units: size of the decoded target; default = the input size.
       decoder_activation: φ_d, default None (linear).
@@ -126,10 +119,11 @@ class RSMCell(keras.layers.Layer):
         instead of B·n², forward and gradient). Both give the same numbers up to float
         summation order (tested). "auto" (default) takes the sparse path when ε = 0 and
         k ≤ 1% of the n cells, where it is the faster one on CPU, else the dense path
-        (docs/performance.md).
+        (docs/rsm.md#recurrent-path).
       decoder_pooling: how the decoder reads a group: "max" over its cells (the original;
         a winner with a negative value is then invisible to the decoder and gets no decoder
-        gradient, quirk 2) or "sum" (the value of the one active cell, whatever its sign).
+        gradient, docs/rsm.md#quirks item 2) or "sum" (the value of the one active cell,
+        whatever its sign).
       seed: seed of the dropout draws.
 
     Call arguments (Keras RNN cell API, `call(inputs, states, training)`):
@@ -143,19 +137,19 @@ class RSMCell(keras.layers.Layer):
 
     Example:
     ```python
-    cell = pagi_rsm.RSMCell(groups=20, cells_per_group=4, sparsity=3, inhibition_decay=0.9,
+    cell = pagi_rsm.RSMCell(groups=20, cells_per_group=4, active_groups=3, inhibition_decay=0.9,
                             output_decoding=True)
     layer = keras.layers.RNN(cell, return_sequences=True)
     out = layer(np.random.rand(8, 10, 16).astype("float32"))  # [8, 10, 80 + 16]
     ```
     """
 
-    def __init__(self, groups, cells_per_group, sparsity, inhibition_decay=0.1,
+    def __init__(self, groups, cells_per_group, active_groups=None, inhibition_decay=0.1,
                  recurrent_decay=0.0, recurrent_decay_floor=0.0, recurrent_norm="sum",
                  recurrent_norm_eps=1e-11, recurrent_keep_rate=1.0, input_decay=0.0,
                  input_decay_floor=0.0, input_norm=None, input_norm_eps=1e-11,
                  input_keep_rate=1.0, input_norm_first=False, hidden_keep_rate=1.0,
-                 inhibition_with_mask=True, boost_factor=0.0, activation="tanh",
+                 inhibition_with_mask=True, boost_strength=0.0, activation="tanh",
                  decoder_units=None, decoder_activation=None, use_input_bias=False,
                  use_recurrent_bias=False, use_feedback_bias=False, use_decoder_bias=True,
                  input_initializer="glorot_uniform", recurrent_initializer="glorot_uniform",
@@ -163,46 +157,28 @@ class RSMCell(keras.layers.Layer):
                  bias_initializer="zeros", feedback_units=0, reset_input=False,
                  output_decoding=False, recurrent_path="auto", decoder_pooling="max", seed=None,
                  **kwargs):
+        active_groups = deprecated_alias(kwargs, "sparsity", "active_groups", active_groups)
+        boost_strength = deprecated_alias(kwargs, "boost_factor", "boost_strength",
+                                          boost_strength, default=0.0)
         super().__init__(**kwargs)
-        for name, value in (("groups", groups), ("cells_per_group", cells_per_group),
-                            ("sparsity", sparsity)):
-            _check(isinstance(value, int) and value >= 1,
-                   f"{name} must be an integer >= 1, got {value!r}")
-        _check(sparsity <= groups,
-               f"sparsity (k, active groups) must be <= groups ({groups}), got {sparsity}")
-        for name, value in (("inhibition_decay", inhibition_decay),
-                            ("recurrent_decay", recurrent_decay),
-                            ("input_decay", input_decay)):
-            _check(0.0 <= value <= 1.0, f"{name} must be in [0, 1], got {value!r}")
-        for name, value in (("recurrent_keep_rate", recurrent_keep_rate),
-                            ("input_keep_rate", input_keep_rate),
-                            ("hidden_keep_rate", hidden_keep_rate)):
-            _check(0.0 < value <= 1.0, f"{name} must be in (0, 1], got {value!r}")
-        for name, value in (("recurrent_decay_floor", recurrent_decay_floor),
-                            ("input_decay_floor", input_decay_floor),
-                            ("boost_factor", boost_factor)):
-            _check(value >= 0.0, f"{name} must be >= 0, got {value!r}")
-        for name, value in (("recurrent_norm_eps", recurrent_norm_eps),
-                            ("input_norm_eps", input_norm_eps)):
-            _check(value > 0.0, f"{name} must be > 0, got {value!r}")
-        for name, value in (("recurrent_norm", recurrent_norm), ("input_norm", input_norm)):
-            _check(value in _NORMS, f"{name} must be one of {_NORMS}, got {value!r}")
-        _check(decoder_units is None or (isinstance(decoder_units, int) and decoder_units >= 1),
-               f"decoder_units must be None or an integer >= 1, got {decoder_units!r}")
-        _check(isinstance(feedback_units, int) and feedback_units >= 0,
-               f"feedback_units must be an integer >= 0, got {feedback_units!r}")
-        _check(recurrent_path in _PATHS,
-               f"recurrent_path must be one of {_PATHS}, got {recurrent_path!r}")
-        _check(recurrent_path != "sparse" or recurrent_decay == 0,
-               "recurrent_path='sparse' needs recurrent_decay == 0 (a trace has more than k "
-               f"non-zeros), got recurrent_decay={recurrent_decay!r}")
+        OPTIONS.check(dict(
+            groups=groups, cells_per_group=cells_per_group, active_groups=active_groups,
+            inhibition_decay=inhibition_decay, recurrent_decay=recurrent_decay,
+            recurrent_decay_floor=recurrent_decay_floor, recurrent_norm=recurrent_norm,
+            recurrent_norm_eps=recurrent_norm_eps, recurrent_keep_rate=recurrent_keep_rate,
+            input_decay=input_decay, input_decay_floor=input_decay_floor, input_norm=input_norm,
+            input_norm_eps=input_norm_eps, input_keep_rate=input_keep_rate,
+            hidden_keep_rate=hidden_keep_rate, boost_strength=boost_strength,
+            use_input_bias=use_input_bias, use_recurrent_bias=use_recurrent_bias,
+            use_feedback_bias=use_feedback_bias, use_decoder_bias=use_decoder_bias,
+            recurrent_path=recurrent_path, decoder_pooling=decoder_pooling,
+            inhibition_with_mask=inhibition_with_mask, input_norm_first=input_norm_first,
+            decoder_units=decoder_units, feedback_units=feedback_units))
         self.recurrent_path = recurrent_path
-        _check(decoder_pooling in _POOLINGS,
-               f"decoder_pooling must be one of {_POOLINGS}, got {decoder_pooling!r}")
         self.decoder_pooling = decoder_pooling
         self.groups = groups
         self.cells_per_group = cells_per_group
-        self.sparsity = sparsity
+        self.active_groups = active_groups
         self.inhibition_decay = float(inhibition_decay)
         self.recurrent_decay = float(recurrent_decay)
         self.recurrent_decay_floor = float(recurrent_decay_floor)
@@ -217,7 +193,7 @@ class RSMCell(keras.layers.Layer):
         self.input_norm_first = bool(input_norm_first)
         self.hidden_keep_rate = float(hidden_keep_rate)
         self.inhibition_with_mask = bool(inhibition_with_mask)
-        self.boost_factor = float(boost_factor)
+        self.boost_strength = float(boost_strength)
         self.activation = keras.activations.get(activation)
         self.decoder_units = decoder_units
         self.decoder_activation = keras.activations.get(decoder_activation)
@@ -295,9 +271,10 @@ class RSMCell(keras.layers.Layer):
                 name="feedback_kernel", shape=(self.feedback_units, n),
                 initializer=self.feedback_initializer)
             self.feedback_bias = self._bias("feedback_bias", n, self.use_feedback_bias)
-        # Cell statistics (rsm.md §4), updated by `update_frequency`, never by gradients.
-        self.frequency = self.add_weight(
-            name="frequency", shape=(n,), initializer="zeros", trainable=False,
+        # Cell statistics (docs/rsm.md#duty-cycles), updated by `update_duty_cycle`, never by
+        # gradients.
+        self.duty_cycle = self.add_weight(
+            name="duty_cycle", shape=(n,), initializer="zeros", trainable=False,
             aggregation="only_first_replica")
         self.boost = self.add_weight(
             name="boost", shape=(n,), initializer="ones", trainable=False,
@@ -327,7 +304,7 @@ class RSMCell(keras.layers.Layer):
         """True when R = r W_r runs through the non-zero entries of r (see `recurrent_path`)."""
         if self.recurrent_path == "auto":
             return (self.recurrent_decay == 0
-                    and self.sparsity <= AUTO_SPARSE_FRACTION * self.units)
+                    and self.active_groups <= AUTO_SPARSE_FRACTION * self.units)
         return self.recurrent_path == "sparse"
 
     def _recurrent(self, r_in):
@@ -335,7 +312,7 @@ class RSMCell(keras.layers.Layer):
         if not self.uses_sparse_recurrent_path:
             return self._dense(r_in, self.recurrent_kernel, self.recurrent_bias)
         drive = rsm_ops.sparse_input_matmul(
-            r_in, ops.cast(self.recurrent_kernel, r_in.dtype), self.sparsity)
+            r_in, ops.cast(self.recurrent_kernel, r_in.dtype), self.active_groups)
         if self.recurrent_bias is not None:
             drive = drive + ops.cast(self.recurrent_bias, drive.dtype)
         return drive
@@ -392,13 +369,13 @@ class RSMCell(keras.layers.Layer):
                 drive = drive + self._dense(b_in, self.feedback_kernel, self.feedback_bias)
         with tf.name_scope("selection"):
             z = ops.reshape(drive, (-1, g, c)) + forward[:, :, None]               # [B, g, c]
-            if self.boost_factor > 0:
+            if self.boost_strength > 0:
                 rho = z * ops.reshape(ops.cast(self.boost, dtype), (1, g, c))
             else:
                 refractory = 1.0 - ops.reshape(inhibition, (-1, g, c))
                 refractory = self._dropout(refractory, self.hidden_keep_rate, training)
                 rho = rsm_ops.inhibition_ranking(z, refractory)
-            mask = tf.stop_gradient(rsm_ops.group_cell_mask(rho, self.sparsity))  # [B, g, c]
+            mask = tf.stop_gradient(rsm_ops.group_cell_mask(rho, self.active_groups))
         with tf.name_scope("activation"):
             y = self.activation(z * mask)                                         # [B, g, c]
         with tf.name_scope("decoder"):
@@ -429,8 +406,10 @@ class RSMCell(keras.layers.Layer):
         return output, result.states
 
     # ------------------------------------------------------------------ statistics
-    def update_frequency(self, usage, slots, learning_rate=0.1, when=True):
-        """EMA update of the cell win frequency (and boost) from a usage count (rsm.md §4).
+    def update_duty_cycle(self, usage, slots, learning_rate=0.1, when=True):
+        """EMA update of the cell win frequency (and boost) from a usage count.
+
+        See docs/rsm.md#duty-cycles.
 
         Args:
           usage: [n] number of wins of each cell over the counted steps.
@@ -440,19 +419,19 @@ class RSMCell(keras.layers.Layer):
             a `tf.cond`, so it is safe inside a replica under `tf.distribute`.
         """
         observed = ops.cast(usage, "float32") / ops.maximum(ops.cast(slots, "float32"), 1.0)
-        frequency = learning_rate * observed + (1.0 - learning_rate) * self.frequency
-        frequency = ops.where(when, frequency, self.frequency)
-        self.frequency.assign(frequency)
-        if self.boost_factor > 0:
-            self.boost.assign(rsm_ops.boost_from_frequency(
-                frequency, self.sparsity / self.units, self.boost_factor))
+        frequency = learning_rate * observed + (1.0 - learning_rate) * self.duty_cycle
+        frequency = ops.where(when, frequency, self.duty_cycle)
+        self.duty_cycle.assign(frequency)
+        if self.boost_strength > 0:
+            self.boost.assign(rsm_ops.boost_from_duty_cycle(
+                frequency, self.active_groups / self.units, self.boost_strength))
 
     def get_config(self):
         config = super().get_config()
         ser = keras.saving.serialize_keras_object
         config.update({
             "groups": self.groups, "cells_per_group": self.cells_per_group,
-            "sparsity": self.sparsity, "inhibition_decay": self.inhibition_decay,
+            "active_groups": self.active_groups, "inhibition_decay": self.inhibition_decay,
             "recurrent_decay": self.recurrent_decay,
             "recurrent_decay_floor": self.recurrent_decay_floor,
             "recurrent_norm": self.recurrent_norm, "recurrent_norm_eps": self.recurrent_norm_eps,
@@ -460,7 +439,7 @@ class RSMCell(keras.layers.Layer):
             "input_decay_floor": self.input_decay_floor, "input_norm": self.input_norm,
             "input_norm_eps": self.input_norm_eps, "input_keep_rate": self.input_keep_rate,
             "input_norm_first": self.input_norm_first, "hidden_keep_rate": self.hidden_keep_rate,
-            "inhibition_with_mask": self.inhibition_with_mask, "boost_factor": self.boost_factor,
+            "inhibition_with_mask": self.inhibition_with_mask, "boost_strength": self.boost_strength,
             "activation": keras.activations.serialize(self.activation),
             "decoder_units": self.decoder_units,
             "decoder_activation": keras.activations.serialize(self.decoder_activation),

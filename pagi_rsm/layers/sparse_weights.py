@@ -1,6 +1,6 @@
 """Dense and 2-D convolution layers with a fixed random weight-sparsity mask.
 
-Semantics follow nupic.torch ``SparseWeights`` / ``SparseWeights2d`` (reference/peers.md §3.3):
+Semantics follow nupic.torch ``SparseWeights`` / ``SparseWeights2d`` (docs/sparse.md):
 
 - ``sparsity`` is the fraction of weights that are ZERO. The deprecated ``weight_sparsity`` is the
   fraction KEPT (``1 - sparsity``); it is accepted with a ``DeprecationWarning``. Passing both is a
@@ -34,13 +34,13 @@ The 2019 nupic.torch code instead rezeroed inside ``forward()`` in training mode
 Adam that lets masked weights drift between rezeroes, which cannot happen here.
 """
 import math
-import numbers
 import random as python_random
 import warnings
 
 import keras
 from keras import ops
 
+from pagi_rsm import checks
 from pagi_rsm.ops.sparse_mask import effective_fan_in_bound, fan_in_mask
 
 __all__ = ["SparseDense", "SparseConv2D", "DEFAULT_SPARSITY"]
@@ -51,14 +51,6 @@ DEFAULT_SPARSITY = 0.5
 # Offsets that derive the seeds of the default initialisers from the layer seed.
 _KERNEL_SEED_OFFSET = 1
 _BIAS_SEED_OFFSET = 2
-
-
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def resolve_sparsity(sparsity, weight_sparsity):
@@ -80,7 +72,7 @@ def resolve_sparsity(sparsity, weight_sparsity):
             "weight_sparsity (fraction kept), not both; got "
             f"sparsity={sparsity}, weight_sparsity={weight_sparsity}")
     if weight_sparsity is not None:
-        if not (_is_real(weight_sparsity) and 0.0 < weight_sparsity <= 1.0):
+        if not (checks.is_number(weight_sparsity) and 0.0 < weight_sparsity <= 1.0):
             raise ValueError(f"weight_sparsity must be in (0, 1], got {weight_sparsity!r}")
         warnings.warn(
             "`weight_sparsity` (fraction of weights KEPT) is deprecated; use "
@@ -89,7 +81,7 @@ def resolve_sparsity(sparsity, weight_sparsity):
         return 1.0 - float(weight_sparsity)
     if sparsity is None:
         return DEFAULT_SPARSITY
-    if not (_is_real(sparsity) and 0.0 <= sparsity < 1.0):
+    if not (checks.is_number(sparsity) and 0.0 <= sparsity < 1.0):
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
     return float(sparsity)
 
@@ -107,9 +99,9 @@ def _get(module, argument, identifier):
 
 def _pair(value, argument):
     """An int or a pair of ints, each >= 1, as a tuple of 2 ints."""
-    pair = (value, value) if _is_int(value) else tuple(value) if isinstance(
+    pair = (value, value) if checks.is_int(value) else tuple(value) if isinstance(
         value, (tuple, list)) else None
-    if pair is None or len(pair) != 2 or not all(_is_int(v) and v >= 1 for v in pair):
+    if pair is None or len(pair) != 2 or not all(checks.is_int(v) and v >= 1 for v in pair):
         raise ValueError(f"{argument} must be an int >= 1 or a pair of them, got {value!r}")
     return tuple(int(v) for v in pair)
 
@@ -135,7 +127,7 @@ class _SparseWeightsLayer(keras.layers.Layer):
         self.sparsity = resolve_sparsity(sparsity, weight_sparsity)
         if not isinstance(use_bias, bool):
             raise ValueError(f"use_bias must be True or False, got {use_bias!r}")
-        if seed is not None and not (_is_int(seed) and 0 <= seed < 2 ** 32):
+        if seed is not None and not (checks.is_int(seed) and 0 <= seed < 2 ** 32):
             raise ValueError(f"seed must be None or an int in [0, 2**32), got {seed!r}")
         self.activation = _get(keras.activations, "activation", activation)
         self.use_bias = use_bias
@@ -280,7 +272,7 @@ class SparseDense(_SparseWeightsLayer):
                  use_bias=True, kernel_initializer=None, bias_initializer=None,
                  kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,
                  bias_constraint=None, seed=None, **kwargs):
-        if not (_is_int(units) and units >= 1):
+        if not (checks.is_int(units) and units >= 1):
             raise ValueError(f"units must be an int >= 1, got {units!r}")
         super().__init__(
             sparsity=sparsity, weight_sparsity=weight_sparsity, activation=activation,
@@ -364,7 +356,7 @@ class SparseConv2D(_SparseWeightsLayer):
                  kernel_initializer=None, bias_initializer=None, kernel_regularizer=None,
                  bias_regularizer=None, kernel_constraint=None, bias_constraint=None, seed=None,
                  **kwargs):
-        if not (_is_int(filters) and filters >= 1):
+        if not (checks.is_int(filters) and filters >= 1):
             raise ValueError(f"filters must be an int >= 1, got {filters!r}")
         kernel_size = _pair(kernel_size, "kernel_size")
         strides = _pair(strides, "strides")

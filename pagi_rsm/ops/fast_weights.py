@@ -2,7 +2,7 @@
 
 Stateless maths behind `pagi_rsm.layers.FastWeightsCell`. Every sample of a batch has its OWN
 fast-weight matrix; nothing here sums over the batch axis (one peer port summed the outer products
-over the whole minibatch, reference/peers.md §2.4).
+over the whole minibatch; docs/fast_weights.md#readings-that-differ).
 
 Two exact forms of the same memory:
 

@@ -1,7 +1,7 @@
 """k-winners-take-all: stateless maths (boosting, winner selection, duty-cycle update).
 
 These are the pure functions behind `pagi_rsm.layers.KWinners` and `KWinners2D`, with the
-semantics of nupic.torch (`functions/k_winners.py`, `modules/k_winners.py`):
+semantics of nupic.torch (`functions/k_winners.py`, `modules/k_winners.py`; docs/sparse.md):
 
 * Winners are ranked on the *boosted* input ``x * exp(-boost_strength * duty_cycle)``
   (boosting favours units that were rarely active); the output keeps the *unboosted* ``x`` at
@@ -50,8 +50,8 @@ def _in_xla_context():
 def kth_largest(values, k):
     """The k-th largest entry along the last axis (keepdims), counting repeats, ``1 <= k <= n``.
 
-    Outside XLA this is one `NthElement` op (selection in linear time per row, e.g. 4x faster than
-    `tf.math.top_k` on CPU for a 10% global k-WTA over a 32x32x64 map). XLA has no `NthElement`
+    Outside XLA this is one `NthElement` op (selection in linear time per row, faster than
+    `tf.math.top_k` on a CPU: docs/sparse.md#performance-notes). XLA has no `NthElement`
     kernel, so inside `jit_compile=True` functions it is `tf.math.top_k` (unsorted) on whichever
     side is shorter: the min of the k largest, or minus the min of the ``n - k + 1`` largest of
     ``-values``. Both give exactly the same value.

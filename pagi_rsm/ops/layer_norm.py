@@ -2,8 +2,8 @@
 
 Ba, Kiros & Hinton (2016): ``LN(z) = gain * (z - mean(z)) / sqrt(var(z) + epsilon) + bias``, with
 the mean and the (biased) variance taken over the features of ONE sample. Statistics are never
-taken over the batch axis: peer fast-weights ports had exactly that bug (reference/peers.md §2.4),
-which makes examples of a minibatch leak into each other.
+taken over the batch axis: public fast-weights ports had exactly that bug, which makes examples of
+a minibatch leak into each other (docs/fast_weights.md#layer-norm).
 
 Used by `pagi_rsm.layers.FastWeightsCell` and `pagi_rsm.layers.LayerNormGRUCell`.
 """

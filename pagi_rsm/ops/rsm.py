@@ -1,4 +1,4 @@
-"""Stateless maths of Recurrent Sparse Memory (reference/rsm.md §2), shared by `RSMCell`.
+"""Stateless maths of Recurrent Sparse Memory (docs/rsm.md), shared by `RSMCell`.
 
 All functions take and return tensors of the compute dtype; none holds state.
 """
@@ -8,10 +8,10 @@ from pagi_rsm.ops import k_winners as kw_ops
 
 
 def sum_normalize(z, eps, absolute=False):
-    """Per-sample sum normalisation N(z) = z / (sum_features(z) + eps) (rsm.md §2.2).
+    """Per-sample sum normalisation N(z) = z / (sum(z) + eps), docs/rsm.md#traces-and-norms.
 
     The sum is over every non-batch axis (all positions and channels) and is signed, as in
-    the original (quirk 4 of §14: tanh outputs can be negative).
+    the original (docs/rsm.md#quirks item 3: tanh outputs can be negative).
     With `absolute=True` the divisor is the sum of |z| (the L1 norm): identical for
     non-negative z, and bounded (|N(z)| ≤ 1) when tanh outputs of opposite signs cancel.
     The division runs in float32 at least: eps (1e-11 by default) underflows in float16.
@@ -46,7 +46,7 @@ def decay_trace(trace, decay, floor):
 
 
 def condition_input(u, trace, *, decay, floor, norm, norm_eps, norm_first):
-    """Trace → norm of one "dendrite input" (rsm.md §2.2, `_build_input` without dropout).
+    """Trace → norm of one "dendrite input", without the dropout (docs/rsm.md#traces-and-norms).
 
     Args:
       u: the raw input of this step, [B, ...].
@@ -76,9 +76,9 @@ def condition_input(u, trace, *, decay, floor, norm, norm_eps, norm_first):
 
 
 def inhibition_ranking(z, refractory):
-    """Ranking score ρ = (Z − min Z + 1)·refractory (rsm.md §2.4a), min over the whole sample.
+    """Ranking score ρ = (Z − min Z + 1)·refractory, min over the whole sample.
 
-    `refractory` is (1 − I_{t−1}), possibly after dropout.
+    `refractory` is (1 − I_{t−1}), possibly after dropout (docs/rsm.md#selection).
     """
     axes = list(range(1, len(z.shape)))
     shifted = z - tf.reduce_min(z, axis=axes, keepdims=True) + tf.cast(1, z.dtype)
@@ -118,7 +118,7 @@ def first_max_mask(scores, axis_max=None):
 
 
 def group_cell_mask(rho, k):
-    """Top-k groups, then the best cell in each kept group (docs/rsm.md, "Selection and ties").
+    """Top-k groups, then the best cell in each kept group (docs/rsm.md#selection).
 
     Args:
       rho: ranking scores [B, g, c].
@@ -133,7 +133,7 @@ def group_cell_mask(rho, k):
     This contains the original's "all cells equal → cell 0" rule. It differs from the original
     under partial exact ties, which occur right after a zero state (R = 0 exactly, so the
     uninhibited cells of a group tie): the original then keeps every tied cell, this keeps the
-    lowest-index one, so exactly k cells are always active.
+    lowest-index one, so exactly k cells are always active (docs/rsm.md#quirks item 6).
     """
     group_scores = tf.reduce_max(rho, axis=-1)                                 # [B, g]
     group_mask = kw_ops.k_winners_mask(group_scores, k, break_ties=True)       # [B, g] bool
@@ -141,9 +141,9 @@ def group_cell_mask(rho, k):
     return tf.cast(tf.logical_and(best_cell, group_mask[..., None]), rho.dtype)
 
 
-def boost_from_frequency(frequency, target, boost_factor):
-    """Boost per cell exp((target − frequency)·boost_factor) (rsm.md §4.3)."""
-    return tf.exp((target - frequency) * boost_factor)
+def boost_from_duty_cycle(duty_cycle, target, boost_strength):
+    """Boost per cell exp((target − duty_cycle)·boost_strength) (docs/rsm.md#boosting)."""
+    return tf.exp((target - duty_cycle) * boost_strength)
 
 
 def sparse_input_matmul(inputs, kernel, max_nonzero):

@@ -72,11 +72,11 @@ ENTRIES = [
           input_shape=(5, 6, 2)),
     # --- recurrent sparse memory (pagi_rsm/layers/rsm_cell.py) ---
     Entry("rsm_cell_trace",
-          lambda: _pagi().RSMCell(groups=6, cells_per_group=3, sparsity=2, inhibition_decay=0.8,
+          lambda: _pagi().RSMCell(groups=6, cells_per_group=3, active_groups=2, inhibition_decay=0.8,
                                   recurrent_decay=0.5, output_decoding=True),
           input_shape=(5, 4), rnn=True, make_inputs=_uniform((5, 4))),
     Entry("rsm_cell_boost_feedback_reset",
-          lambda: _pagi().RSMCell(groups=6, cells_per_group=2, sparsity=3, boost_factor=1.0,
+          lambda: _pagi().RSMCell(groups=6, cells_per_group=2, active_groups=3, boost_strength=1.0,
                                   feedback_units=3, reset_input=True, output_decoding=True,
                                   use_recurrent_bias=True),
           input_shape=(5, 4 + 1 + 3), rnn=True, make_inputs=_uniform((5, 8))),
