@@ -31,6 +31,7 @@ Usage::
     python benchmarks/fast_weights.py --intra_op_threads 1 # no intra-op thread pool
     python benchmarks/fast_weights.py --jit --unroll       # the configuration used for training
     python benchmarks/fast_weights.py --repeats 31 --steps 5
+    python benchmarks/fast_weights.py --profile            # kernel time per scope and op type
 """
 import argparse
 import os
@@ -43,6 +44,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from op_profile import op_profile, print_profile  # noqa: E402
 from side_by_side import (describe, interleaved, machine_line, matmul_variant, median,  # noqa: E402
                           ratios)
 from pagi_rsm.layers import FastWeightsCell  # noqa: E402
@@ -118,6 +120,22 @@ def _with_matmul(variants, matmul_label, matmul, repeats, steps, warmup):
     return times
 
 
+def profile(jit, unroll, steps=5):
+    """Kernel time of each variant's training step per scope (recurrent layer, readout, Adam)."""
+    rng = np.random.default_rng(0)
+    x = tf.constant(np.eye(FEATURES, dtype="float32")[rng.integers(0, FEATURES,
+                                                                     (BATCH, LENGTH))])
+    y = tf.constant(rng.integers(0, CLASSES, BATCH))
+    categories = [("recurrent layer", r"(^|/)(lstm|rnn)/"), ("readout", r"(^|/)dense/"),
+                  ("optimizer update", r"(^|/)adam/"), ("loss", r"(^|/)sparse_categorical")]
+    for name, factory in _variants(unroll):
+        step = make_step(factory(), jit)
+        for _ in range(2):
+            step(x, y).numpy()
+        print_profile(name, *op_profile(lambda step=step: step(x, y), categories, steps),
+                      top_types=6)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=21)
@@ -126,9 +144,14 @@ def main():
     parser.add_argument("--unroll", action="store_true", help="unroll the 11 time steps")
     parser.add_argument("--intra_op_threads", type=int, default=0,
                         help="TensorFlow intra-op threads (default 0: TensorFlow's choice)")
+    parser.add_argument("--profile", action="store_true",
+                        help="print the kernel time per scope and op type instead")
     args = parser.parse_args()
     if args.intra_op_threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
+    if args.profile:
+        profile(args.jit, args.unroll)
+        return
     rows, machine = run(args.repeats, args.steps, args.jit, args.unroll)
     print(f"training step, batch {BATCH}, R={UNITS}, length {LENGTH}, graph mode, "
           f"jit_compile={args.jit}, unroll={args.unroll}, intra-op threads "
