@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from pagi_rsm.datasets.associative_retrieval import DEFAULT_PAIRS, NUM_CLASSES, NUM_SYMBOLS
 from pagi_rsm.hparams.retrieval_models import KINDS, OPTIONS
-from pagi_rsm.layers.fast_weights import IMPLEMENTATIONS, FastWeightsCell
+from pagi_rsm.layers.fast_weights import FastWeightsCell
 from pagi_rsm.layers.layer_norm_gru import LayerNormGRUCell
 
 __all__ = ["KINDS", "RetrievalModel", "build_model", "clip_by_global_norm"]

@@ -4,13 +4,16 @@ The algorithm: docs/rsm.md#stack, docs/rsm.md#local-losses, docs/rsm.md#predicto
 docs/rsm.md#duty-cycles, docs/rsm.md#resets, docs/rsm.md#update-schedules.
 """
 import contextlib
+import math
 
 import keras
 import tensorflow as tf
 from keras import ops
 
+from pagi_rsm.checks import check_int
 from pagi_rsm.distribute import replica_sum
 from pagi_rsm.hparams.sequence_memory_stack import OPTIONS
+from pagi_rsm.layers.conv_rsm import ConvRSM
 from pagi_rsm.layers.rsm_cell import RSMCell
 from pagi_rsm.metrics.duty_cycle import binary_entropy, max_entropy
 from pagi_rsm.metrics.windowed_rate import WindowedRate
@@ -19,7 +22,7 @@ from pagi_rsm.optimizers import FusedAdam
 from pagi_rsm.components.predictor import Predictor
 
 _PER_LAYER = [name for name, option in OPTIONS.items() if option.per_layer]
-_CELL_ARGS = [k for k in _PER_LAYER if k != "pool_size"]
+_CELL_ARGS = [k for k in _PER_LAYER if k not in ("pool_size", "kernel_size", "strides")]
 
 
 def default_hparams():
@@ -32,6 +35,76 @@ def _per_layer(value, num_layers):
     return values * num_layers if len(values) == 1 else values
 
 
+def _input_shape(input_dim, input_shape):
+    """The per-sample input shape from the hparams `input_dim` and/or `input_shape`."""
+    if input_shape is None:
+        if input_dim is None:
+            raise ValueError("give hparam 'input_dim' (vector inputs) or 'input_shape' "
+                             "([height, width, channels] frames)")
+        return (input_dim,)
+    if not (isinstance(input_shape, (list, tuple)) and len(input_shape) in (1, 3)
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1
+                    for d in input_shape)):
+        raise ValueError("hparam 'input_shape' must be [features] or [height, width, channels] "
+                         f"of integers >= 1, got {input_shape!r}")
+    if input_dim is not None and input_dim != math.prod(input_shape):
+        raise ValueError(f"hparams 'input_dim' ({input_dim}) and 'input_shape' ({input_shape}) "
+                         "disagree: give one of them")
+    return tuple(input_shape)
+
+
+def _is_conv(kernel_size):
+    return kernel_size != -1
+
+
+def _conv_geometry(kernel_size, strides):
+    """(kernel (fh, fw), strides (sh, sw)) of a convolutional layer; strides -1 = the kernel."""
+    def pair(name, value):
+        values = (value,) * 2 if isinstance(value, int) else value
+        if not (isinstance(values, (list, tuple)) and len(values) == 2):
+            raise ValueError(f"hparam {name!r} must hold -1, integers >= 1 or pairs of them, "
+                             f"got {value!r}")
+        return tuple(check_int(f"hparam {name!r}", v, 1) for v in values)
+
+    kernel = pair("kernel_size", kernel_size)
+    return kernel, kernel if strides == -1 else pair("strides", strides)
+
+
+def _layer_shapes(input_shape, units, layer_hp):
+    """Per-sample input shape and code shape of every layer, bottom-up.
+
+    A layer with `kernel_size` -1 is fully connected (`RSMCell`): it reads its input flattened
+    and its code is [n]; `pool_size` p max-pools groups of p cells. Otherwise it is a `ConvRSM`
+    on an [H, W, D] input with code [h, w, n]; p max-pools p×p positions (stride p, SAME).
+    """
+    inputs, codes = [], []
+    shape = tuple(input_shape)
+    for l, n in enumerate(units):
+        pool = layer_hp["pool_size"][l]
+        if not isinstance(pool, int) or isinstance(pool, bool) or pool < 1:
+            raise ValueError(f"hparam 'pool_size' must hold integers >= 1, got {pool!r} for "
+                             f"layer {l}")
+        if _is_conv(layer_hp["kernel_size"][l]):
+            if len(shape) != 3:
+                raise ValueError(
+                    f"layer {l} is convolutional (kernel_size {layer_hp['kernel_size'][l]!r}) "
+                    f"and needs an input [height, width, channels], but its input has shape "
+                    f"{list(shape)} (set 'input_shape'; no fully connected layer below it)")
+            _, (sh, sw) = _conv_geometry(layer_hp["kernel_size"][l], layer_hp["strides"][l])
+            code = (math.ceil(shape[0] / sh), math.ceil(shape[1] / sw), n)
+            inputs.append(shape)
+            shape = (math.ceil(code[0] / pool), math.ceil(code[1] / pool), n)
+        else:
+            if n % pool:
+                raise ValueError(f"hparam 'pool_size' ({pool}) must divide the cells of layer "
+                                 f"{l} ({n})")
+            code = (n,)
+            inputs.append((math.prod(shape),))
+            shape = (n // pool,)
+        codes.append(code)
+    return inputs, codes
+
+
 def _tape(record):
     """A GradientTape when `record`, else a context that records nothing."""
     return tf.GradientTape() if record else contextlib.nullcontext()
@@ -39,7 +112,16 @@ def _tape(record):
 
 @keras.saving.register_keras_serializable(package="pagi_rsm")
 class SequenceMemoryStack(keras.Model):
-    """A stack of `RSMCell` layers with a predictor, trained by local, immediate credit assignment.
+    """A stack of RSM layers with a predictor, trained by local, immediate credit assignment.
+
+    A layer is a fully connected `RSMCell` (per-layer `kernel_size` -1, the default) or a
+    `ConvRSM` (`kernel_size` > 0, stride `strides`, -1 = the kernel size; docs/conv_rsm.md);
+    convolutional layers need frame inputs (`input_shape` [H, W, D] instead of `input_dim`) and
+    come below any fully connected one. `pool_size` p max-pools a convolutional code over p×p
+    positions (stride p, SAME) and a fully connected one over groups of p cells. Feedback
+    (`connectivity="bi"`) into a convolutional layer is the higher code resized bilinearly to
+    its grid. Without `num_classes` there is no predictor (reconstruction only): the data
+    need only `inputs` and `reset`, and the losses are the layers' own.
 
     Data: dicts `{inputs [B, T, D], labels [B, T], reset [B, T], test [B, T]}` where row b is
     always stream b and each batch continues the previous one (see
@@ -77,7 +159,10 @@ class SequenceMemoryStack(keras.Model):
     of the cell duty cycles (win frequencies) over its maximum n·H(k/n)).
 
     All hparams and their defaults: `default_hparams()`; per-layer ones take a list with one
-    value per layer (or one value for all). `input_dim` and `num_classes` are required.
+    value per layer (or one value for all). `input_dim` (or `input_shape`) is required.
+
+    `step(frame, states)` is one pure step for generation (prime on true frames, then feed
+    predictions back inside a `tf.while_loop`).
     """
 
     options = OPTIONS
@@ -94,6 +179,8 @@ class SequenceMemoryStack(keras.Model):
         super().__init__(name=name)
         hp = OPTIONS.resolve([("", hparams)])
         self.hparams = hp
+        input_shape = _input_shape(hp["input_dim"], hp["input_shape"])
+        self.frame_shape = input_shape
         num_layers = hp["num_layers"]
         self.memory_interval = hp["memory_training_interval"]
         self.predictor_interval = hp["predictor_training_interval"]
@@ -103,40 +190,35 @@ class SequenceMemoryStack(keras.Model):
         self.update_schedule = hp["update_schedule"]
 
         # ---- layers, bottom-up
-        self.cells, self.stream_states, self.input_dims = [], [], []
         units = [g * c for g, c in zip(layer_hp["groups"], layer_hp["cells_per_group"])]
-        dim = hp["input_dim"]
+        self.input_shapes, self.code_shapes = _layer_shapes(input_shape, units, layer_hp)
+        self.cells, self.stream_states = [], []
         for l in range(num_layers):
-            if units[l] % layer_hp["pool_size"][l]:
-                raise ValueError(f"hparam 'pool_size' ({layer_hp['pool_size'][l]}) must divide "
-                                 f"the cells of layer {l} ({units[l]})")
-            feedback = units[l + 1] if (hp["connectivity"] == "bi" and l + 1 < num_layers) else 0
+            above = hp["connectivity"] == "bi" and l + 1 < num_layers
             try:
-                cell = RSMCell(
-                    **{k: layer_hp[k][l] for k in _CELL_ARGS}, activation=hp["activation"],
-                    inhibition_with_mask=hp["inhibition_with_mask"],
-                    input_norm_first=hp["input_norm_first"], feedback_units=feedback,
-                    seed=None if hp["seed"] is None else hp["seed"] + l, name=f"memory_{l}")
+                cell = self._make_layer(l, hp, self.code_shapes[l + 1] if above else None)
             except ValueError as e:
                 raise ValueError(f"layer {l}: {e}") from None
-            cell.build((None, dim + feedback))
             self.cells.append(cell)
-            self.input_dims.append(dim)
             self.stream_states.append(
                 StreamState(hp["batch_size"], cell.state_size, name=f"streams_{l}"))
-            dim = units[l] // layer_hp["pool_size"][l]
-        self.predictor = Predictor(
-            hp["num_classes"], hidden_sizes=hp["predictor_hidden_size"],
-            nonlinearities=hp["predictor_nonlinearity"], keep_rate=hp["predictor_keep_rate"],
-            init_sd=hp["predictor_init_sd"], norm=hp["predictor_norm"],
-            norm_eps=hp["predictor_norm_eps"], input_decay=hp["predictor_input_decay"],
-            input_norm_first=hp["predictor_input_norm_first"],
-            input_reset=hp["predictor_input_reset"], layer_mass=hp["layer_mass"],
-            uniform_mass=hp["uniform_mass"], seed=hp["seed"], name="predictor")
-        self.predictor.build((None, units[-1]))
-        if self.predictor.uses_trace:  # the predictor's input trace is one more stream state
-            self.stream_states.append(
-                StreamState(hp["batch_size"], [units[-1]], name="predictor_trace"))
+        self.input_dims = [math.prod(shape) for shape in self.input_shapes]
+        top = math.prod(self.code_shapes[num_layers - 1])
+        self.predictor = None
+        if hp["num_classes"] is not None:
+            self.predictor = Predictor(
+                hp["num_classes"], hidden_sizes=hp["predictor_hidden_size"],
+                nonlinearities=hp["predictor_nonlinearity"],
+                keep_rate=hp["predictor_keep_rate"], init_sd=hp["predictor_init_sd"],
+                norm=hp["predictor_norm"], norm_eps=hp["predictor_norm_eps"],
+                input_decay=hp["predictor_input_decay"],
+                input_norm_first=hp["predictor_input_norm_first"],
+                input_reset=hp["predictor_input_reset"], layer_mass=hp["layer_mass"],
+                uniform_mass=hp["uniform_mass"], seed=hp["seed"], name="predictor")
+            self.predictor.build((None, top))
+            if self.predictor.uses_trace:  # the predictor's input trace is one more stream state
+                self.stream_states.append(
+                    StreamState(hp["batch_size"], [top], name="predictor_trace"))
         # ---- statistics and metrics
         stat = dict(trainable=False, aggregation="only_first_replica", autocast=False)
         self.usage = [self.add_weight(name=f"usage_{l}", shape=(u,), initializer="zeros", **stat)
@@ -153,6 +235,25 @@ class SequenceMemoryStack(keras.Model):
         self.cross_entropy_tracker = keras.metrics.Mean(name="cross_entropy")
         self.units = units
         self.built = True
+
+    def _make_layer(self, l, hp, above):
+        """The built memory layer l; `above` is the code shape of the layer feeding it back."""
+        layer_hp = self.layer_hparams
+        args = {k: layer_hp[k][l] for k in _CELL_ARGS}
+        args.update(activation=hp["activation"], inhibition_with_mask=hp["inhibition_with_mask"],
+                    input_norm_first=hp["input_norm_first"],
+                    seed=None if hp["seed"] is None else hp["seed"] + l, name=f"memory_{l}")
+        shape = self.input_shapes[l]
+        if not _is_conv(layer_hp["kernel_size"][l]):
+            feedback = 0 if above is None else math.prod(above)
+            cell = RSMCell(**args, feedback_units=feedback)
+            cell.build((None, shape[0] + feedback))
+            return cell
+        kernel, strides = _conv_geometry(layer_hp["kernel_size"][l], layer_hp["strides"][l])
+        feedback = None if above is None else (above if len(above) == 3 else (1, 1, above[0]))
+        cell = ConvRSM(kernel_size=kernel, strides=strides, feedback_shape=feedback, **args)
+        cell.build((None, *shape))
+        return cell
 
     # ------------------------------------------------------------------ configuration
     def get_config(self):
@@ -173,11 +274,13 @@ class SequenceMemoryStack(keras.Model):
         # FusedAdam: Keras' Adam in one kernel per variable (docs/performance.md).
         self.memory_optimizers = [FusedAdam(lr, name=f"memory_{l}_adam")
                                   for l in range(self.num_layers)]
-        self.predictor_optimizer = FusedAdam(
-            lr if predictor_lr is None else predictor_lr, name="predictor_adam")
+        self.predictor_optimizer = None
+        if self.predictor is not None:
+            self.predictor_optimizer = FusedAdam(
+                lr if predictor_lr is None else predictor_lr, name="predictor_adam")
+            self.predictor_optimizer.build(self.predictor.trainable_variables)
         for opt, layer in zip(self.memory_optimizers, self.cells):
             opt.build(layer.trainable_variables)
-        self.predictor_optimizer.build(self.predictor.trainable_variables)
         super().compile(optimizer=None, **kwargs)
 
     def checkpoint_items(self):
@@ -188,12 +291,16 @@ class SequenceMemoryStack(keras.Model):
         weights = {w.path.replace("/", "."): w for w in self.weights}
         if len(weights) != len(self.weights):
             raise RuntimeError("weight paths of the model are not unique")
-        items = {"weights": weights, "predictor_optimizer": self.predictor_optimizer}
+        items = {"weights": weights}
+        if self.predictor_optimizer is not None:
+            items["predictor_optimizer"] = self.predictor_optimizer
         items.update({f"memory_optimizer_{l}": o for l, o in enumerate(self.memory_optimizers)})
         return items
 
     @property
     def metrics(self):
+        if self.predictor is None:
+            return list(self.memory_loss_trackers)
         return (self.memory_loss_trackers
                 + [self.predictor_loss_tracker, self.accuracy_tracker,
                    self.cross_entropy_tracker])
@@ -208,6 +315,8 @@ class SequenceMemoryStack(keras.Model):
         p = self.layer_hparams["pool_size"][l]
         if p == 1:
             return encoding
+        if len(self.code_shapes[l]) == 3:   # p×p positions, stride p, SAME
+            return tf.nn.max_pool2d(encoding, p, p, "SAME")
         return ops.max(ops.reshape(encoding, (-1, self.units[l] // p, p)), axis=-1)
 
     def _step(self, x, reset, states, training):
@@ -221,6 +330,7 @@ class SequenceMemoryStack(keras.Model):
         results, memory_losses = [], []
         layer_input = x
         for l, cell in enumerate(self.cells):
+            layer_input = ops.reshape(layer_input, (-1, *self.input_shapes[l]))
             feedback = feedback_from[l + 1] if (bi and l + 1 < self.num_layers) else None
             with tf.name_scope(f"memory_{l}"):
                 out = cell.step(layer_input, states[l], reset=reset, feedback=feedback,
@@ -231,16 +341,20 @@ class SequenceMemoryStack(keras.Model):
             results.append(out)
             layer_input = self._pool(out.encoding, l)
         new_states = [r.states for r in results]
+        if self.predictor is None:
+            return results, new_states, memory_losses, None
         trace = states[self.num_layers][0] if self.predictor.uses_trace else None
         with tf.name_scope("predictor"):
-            predictor_input, trace = self.predictor.condition(results[-1].encoding, trace,
-                                                              reset)
+            top = ops.reshape(results[-1].encoding, (-1, math.prod(self.code_shapes[-1])))
+            predictor_input, trace = self.predictor.condition(top, trace, reset)
             if trace is not None:
                 new_states.append([trace])
             logits = self.predictor.classify(predictor_input, training=training)
         return results, new_states, memory_losses, logits
 
     def _predictor_loss(self, labels, logits):
+        if self.predictor is None:
+            return 0.0
         k = self.hparams["num_classes"]
         smoothing = self.hparams["predictor_label_smoothing"]
         target = ops.one_hot(labels, k)
@@ -271,11 +385,14 @@ class SequenceMemoryStack(keras.Model):
         The losses share no parameters and every boundary is stop_gradient, so the gradient
         of the summed loss is, per parameter group, the gradient of that group's own loss.
         """
-        variables = [c.trainable_variables for c in self.cells] + [
-            self.predictor.trainable_variables]
+        variables = [c.trainable_variables for c in self.cells]
+        optimizers = list(self.memory_optimizers)
+        intervals = [self.memory_interval] * self.num_layers
+        if self.predictor is not None:
+            variables.append(self.predictor.trainable_variables)
+            optimizers.append(self.predictor_optimizer)
+            intervals.append(self.predictor_interval)
         grads = tape.gradient(total, variables)
-        optimizers = self.memory_optimizers + [self.predictor_optimizer]
-        intervals = [self.memory_interval] * self.num_layers + [self.predictor_interval]
         for opt, vs, gs, interval in zip(optimizers, variables, grads, intervals):
             if interval == [0, -1]:
                 opt.apply(gs, vs)
@@ -328,29 +445,38 @@ class SequenceMemoryStack(keras.Model):
                 results, states, memory_losses, logits = self._step(
                     x[:, t], reset[:, t], states, training)
                 with tf.name_scope("predictor_loss"):
-                    predictor_loss = self._predictor_loss(labels[:, t], logits)
+                    predictor_loss = self._predictor_loss(
+                        None if labels is None else labels[:, t], logits)
                 total = self._total(memory_losses, predictor_loss)
             if update_each_step:
                 with tf.name_scope("update"):
                     self._apply(tape, total, self.time_step + t)
             memory_sums = [a + b for a, b in zip(memory_sums, memory_losses)]
+            for l, r in enumerate(results):
+                masks[l].append(r.mask)
+            if self.predictor is None:
+                continue
             predictor_sum += predictor_loss
             with tf.name_scope("metrics"):
                 log_p = self.predictor.log_distribution(logits)  # argmax log P = argmax P
                 correct.append(ops.cast(ops.argmax(log_p, axis=-1) == labels[:, t], "float32"))
                 cross_entropy.append(
                     -ops.take_along_axis(log_p, labels[:, t, None], axis=-1)[:, 0])
-            for l, r in enumerate(results):
-                masks[l].append(r.mask)
         memory_losses = [s / steps for s in memory_sums]
+        if self.predictor is None:
+            return states, memory_losses, 0.0, None, None, masks
         return (states, memory_losses, predictor_sum / steps, ops.stack(correct, axis=1),
                 ops.stack(cross_entropy, axis=1), masks)
 
     def _chunk(self, data, training):
+        if isinstance(data, tuple):   # train_on_batch / fit on arrays pack (x, y, weights)
+            data = data[0]
         x = ops.convert_to_tensor(data["inputs"])
-        labels = ops.cast(data["labels"], "int32")
         reset = ops.cast(data["reset"], x.dtype)
-        test = ops.cast(data["test"], "float32")
+        labels = test = None
+        if self.predictor is not None:
+            labels = ops.cast(data["labels"], "int32")
+            test = ops.cast(data["test"], "float32")
         steps = x.shape[1]
         if steps is None:
             raise ValueError("the chunk length T (axis 1 of inputs) must be static")
@@ -372,9 +498,11 @@ class SequenceMemoryStack(keras.Model):
                 self._update_statistics(masks, steps, batch)
         self.time_step.assign_add(steps)
         # ---- metrics
-        self.test_state_window.update(correct * test, test)
         for tracker, value in zip(self.memory_loss_trackers, memory_losses):
             tracker.update_state(value)
+        if self.predictor is None:
+            return self._logs()
+        self.test_state_window.update(correct * test, test)
         self.predictor_loss_tracker.update_state(predictor_loss)
         self.accuracy_tracker.update_state(ops.mean(correct))
         self.cross_entropy_tracker.update_state(ops.mean(cross_entropy))
@@ -384,35 +512,42 @@ class SequenceMemoryStack(keras.Model):
         interval = self.hparams["duty_cycle_interval"]
         if interval == -1:
             return
-        counts = replica_sum([ops.sum(ops.stack(m), axis=(0, 1)) for m in masks])
+        # Wins per cell over steps, streams and positions (a conv layer has h·w per stream).
+        counts = replica_sum([ops.sum(ops.reshape(ops.stack(m), (-1, n)), axis=0)
+                              for m, n in zip(masks, self.units)])
         streams = replica_sum(ops.cast(batch, "float32"))  # the global batch
         for usage, count in zip(self.usage, counts):
             usage.assign_add(ops.cast(count, "float32"))
         self.usage_steps.assign_add(float(steps))
 
         due = self.usage_steps >= interval
-        for cell, usage in zip(self.cells, self.usage):
-            cell.update_duty_cycle(usage, self.usage_steps * streams,
-                                  self.hparams["duty_cycle_rate"], when=due)
+        for cell, usage, code in zip(self.cells, self.usage, self.code_shapes):
+            positions = float(math.prod(code[:-1]))
+            cell.update_duty_cycle(usage, self.usage_steps * streams * positions,
+                                   self.hparams["duty_cycle_rate"], when=due)
             usage.assign(ops.where(due, ops.zeros_like(usage), usage))
         self.usage_steps.assign(ops.where(due, 0.0, self.usage_steps))
 
     def _logs(self):
-        rate, count = self.test_state_window.result()
         losses = [t.result() for t in self.memory_loss_trackers]
         memory_loss = ops.sum(ops.stack(losses))
-        predictor_loss = self.predictor_loss_tracker.result()
-        # The epoch mean of the total loss, as the sum of the two means: one scalar add, so the
-        # logged value is bit-reproducible (a tracker of per-batch totals differed in the last
-        # bit between identical runs although every weight was identical).
-        logs = {"loss": memory_loss + predictor_loss, "memory_loss": memory_loss}
-        for l, value in enumerate(losses):
-            logs[f"memory_loss_{l}"] = value
-        logs["predictor_loss"] = predictor_loss
-        logs["accuracy"] = self.accuracy_tracker.result()
-        logs["perplexity"] = ops.exp(self.cross_entropy_tracker.result())
-        logs["test_state_accuracy"] = rate
-        logs["test_state_count"] = count
+        if self.predictor is None:
+            logs = {"loss": memory_loss, "memory_loss": memory_loss}
+            logs.update({f"memory_loss_{l}": value for l, value in enumerate(losses)})
+        else:
+            rate, count = self.test_state_window.result()
+            predictor_loss = self.predictor_loss_tracker.result()
+            # The epoch mean of the total loss, as the sum of the two means: one scalar add, so
+            # the logged value is bit-reproducible (a tracker of per-batch totals differed in
+            # the last bit between identical runs although every weight was identical).
+            logs = {"loss": memory_loss + predictor_loss, "memory_loss": memory_loss}
+            for l, value in enumerate(losses):
+                logs[f"memory_loss_{l}"] = value
+            logs["predictor_loss"] = predictor_loss
+            logs["accuracy"] = self.accuracy_tracker.result()
+            logs["perplexity"] = ops.exp(self.cross_entropy_tracker.result())
+            logs["test_state_accuracy"] = rate
+            logs["test_state_count"] = count
         for l, cell in enumerate(self.cells):
             k, n = cell.active_groups, cell.units
             logs[f"cell_entropy_{l}"] = ops.sum(binary_entropy(cell.duty_cycle)) / max(
@@ -429,7 +564,8 @@ class SequenceMemoryStack(keras.Model):
         """Forward pass of a chunk from the current stream state, without changing it.
 
         Returns a dict of per-step tensors [B, T, ...]: `encoding_<l>`, `mask_<l>`,
-        `decoding_<l>` for every layer and `logits`.
+        `decoding_<l>` for every layer and `logits` (when there is a predictor). A
+        convolutional layer's encoding and mask are [B, T, h, w, n].
         """
         return self.unroll(data, training=training)[0]
 
@@ -457,15 +593,46 @@ class SequenceMemoryStack(keras.Model):
             states = [s.read(batch) for s in self.stream_states]
         out = {f"{kind}_{l}": [] for l in range(self.num_layers)
                for kind in ("encoding", "mask", "decoding")}
-        out["logits"] = []
+        if self.predictor is not None:
+            out["logits"] = []
         for t in range(x.shape[1]):
             results, states, _, logits = self._step(x[:, t], reset[:, t], states, training)
             for l, r in enumerate(results):
                 out[f"encoding_{l}"].append(r.encoding)
                 out[f"mask_{l}"].append(r.mask)
                 out[f"decoding_{l}"].append(r.decoding)
-            out["logits"].append(logits)
+            if logits is not None:
+                out["logits"].append(logits)
         return {k: ops.stack(v, axis=1) for k, v in out.items()}, states
+
+    def step(self, frame, states):
+        """One step of generation: feeds `frame` x_t, returns ``(x̂_{t+1}, new_states)``.
+
+        A pure function of its arguments (no variable is read for state or written), so it
+        runs inside `tf.while_loop`, `tf.function` and XLA: prime by feeding true frames, then
+        feed each prediction back as the next frame.
+
+        Args:
+          frame: x_t [B, *input shape].
+          states: per-stream state as `zero_states` lays it out (or `[s.read(B) for s in
+            stream_states]`).
+
+        Returns:
+          ``(prediction, states)``: the bottom layer's decoding at step t + 1, i.e. its
+          prediction of the next frame, in the input shape; and the states after step t. The
+          step t + 1 of the bottom layer depends on x_t, y_t and the higher layers' y_t only
+          (x_{t+1} is just its target), so the prediction is computed from the new states; this
+          costs one extra forward pass of the bottom layer per call (its states are discarded
+          and recomputed at the next call, when x_{t+1} is known).
+        """
+        frame = ops.convert_to_tensor(frame)
+        batch = tf.shape(frame)[0]
+        _, states, _, _ = self._step(frame, ops.zeros((batch,), frame.dtype), states,
+                                     training=False)
+        above = self.hparams["connectivity"] == "bi" and self.num_layers > 1
+        ahead = self.cells[0].step(ops.reshape(frame, (-1, *self.input_shapes[0])), states[0],
+                                   feedback=states[1][1] if above else None, training=False)
+        return ops.reshape(ahead.decoding, (-1, *self.frame_shape)), states
 
     # ------------------------------------------------------------------ observability
     def write_summaries(self, step, batch):
@@ -476,16 +643,20 @@ class SequenceMemoryStack(keras.Model):
         first steps of stream 0. Histograms: every weight and the cell duty cycles.
         """
         out = self(batch, training=False)
+        x_steps = batch["inputs"].shape[1]
         for l in range(self.num_layers):
             # Time down (each step 8 pixels tall), cells across: |y| of stream 0 in [0, 1].
-            raster = ops.repeat(ops.abs(out[f"encoding_{l}"][0]), 8, axis=0)  # [8T, n]
+            code = ops.reshape(ops.abs(out[f"encoding_{l}"][0]), (x_steps, -1))  # [T, cells]
+            raster = ops.repeat(code, 8, axis=0)                                 # [8T, cells]
             tf.summary.image(f"memory_{l}/cell_activity", raster[None, :, :, None], step=step)
         x = ops.convert_to_tensor(batch["inputs"])
-        side = int(round(self.hparams["input_dim"] ** 0.5))
-        if side * side == self.hparams["input_dim"]:
+        size = math.prod(self.frame_shape)
+        height, width = (self.frame_shape[:2] if len(self.frame_shape) == 3
+                         and self.frame_shape[2] == 1 else (round(size ** 0.5),) * 2)
+        if height * width == size:
             steps = min(8, x.shape[1])
-            truth = ops.reshape(x[0, :steps], (steps, side, side))
-            pred = ops.reshape(out["decoding_0"][0, :steps], (steps, side, side))
+            truth = ops.reshape(x[0, :steps], (steps, height, width))
+            pred = ops.reshape(out["decoding_0"][0, :steps], (steps, height, width))
             strip = ops.concatenate([ops.concatenate(list(truth), axis=1),
                                      ops.concatenate(list(ops.clip(pred, 0.0, 1.0)), axis=1)],
                                     axis=0)

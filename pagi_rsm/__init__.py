@@ -20,7 +20,7 @@ _RUN = {"load_run": "pagi_rsm.run"}
 # The names `pagi_rsm.layers` exports (tests/test_package.py keeps this list equal to its
 # __all__), so that looking one up never imports Keras for a name that is not a layer.
 _LAYER_NAMES = ("SparseDense", "SparseConv2D", "KWinners", "KWinners2D", "RSMCell",
-                "FastWeightsCell", "LayerNormGRUCell", "FastWeightsRNNLN")
+                "FastWeightsCell", "LayerNormGRUCell", "ConvRSM", "FastWeightsRNNLN")
 
 
 def _started_as_pagi_command():

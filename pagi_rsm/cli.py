@@ -270,6 +270,8 @@ def command_show():
 
 def command_run():
     from pagi_rsm import runtime
+    if FLAGS.verbosity != "debug" and os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "3":
+        runtime.import_tensorflow_quietly()
     if FLAGS.logical_cpus:  # before anything initialises TensorFlow's runtime
         try:
             runtime.configure_logical_cpus(FLAGS.logical_cpus)
@@ -321,7 +323,8 @@ def main(argv=None):
         flags.FLAGS([argv[0]])
     if FLAGS.verbosity != "debug":
         # TensorFlow's C++ start-up lines (CUDA probing on a CPU machine, CPU features, graph
-        # rewrites) tell a user nothing; TF_CPP_MIN_LOG_LEVEL set by the user wins.
+        # rewrites) tell a user nothing; TF_CPP_MIN_LOG_LEVEL set by the user wins (and then
+        # `pagi run` imports TensorFlow without hiding anything).
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.set_verbosity(FLAGS.verbosity)
     logging.use_absl_handler()

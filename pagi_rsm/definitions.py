@@ -33,7 +33,7 @@ Example:
 
 ```python
 from pagi_rsm import definitions
-raw = definitions.load("definitions/grammar/embedded_reber.yaml")
+raw = definitions.load("grammar/embedded_reber")         # a shipped definition, or a file
 [config] = definitions.resolve(raw, source="embedded_reber.yaml",
                                experiment_overrides={"batches": 10})
 print(config.hparams["batch_size"], config.batches)

@@ -30,6 +30,27 @@ _MULTI_WORKER = None
 _MIRRORED = {}
 
 
+def import_tensorflow_quietly():
+    """Imports TensorFlow with the lines its native code writes to stderr during import hidden.
+
+    TF_CPP_MIN_LOG_LEVEL does not reach them (CUDA probing on a CPU-only machine, printed
+    before TensorFlow's own logging starts). A Python exception raised by the import is not
+    affected: it propagates once stderr is restored.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return tensorflow
+
+
 def configure_logical_cpus(count):
     """Splits the first physical CPU into `count` logical devices (call before TF runs anything).
 

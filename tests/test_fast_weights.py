@@ -425,16 +425,3 @@ def test_attend_and_normalise_matches_composition(rng):
     np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), atol=1e-5)
     for a, b in zip(g, g_ref):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
-
-
-def test_docstring_examples():
-    import doctest
-
-    import pagi_rsm.components.retrieval_models as models_module
-    import pagi_rsm.datasets.associative_retrieval as data_module
-    import pagi_rsm.layers.fast_weights as layer_module
-    import pagi_rsm.layers.layer_norm_gru as gru_module
-    import pagi_rsm.ops.layer_norm as ln_module
-    for module in (layer_module, gru_module, ln_module, data_module, models_module):
-        result = doctest.testmod(module)
-        assert result.attempted > 0 and result.failed == 0, module.__name__

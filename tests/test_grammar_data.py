@@ -377,12 +377,6 @@ def test_definitions_resolve_with_the_framework_parser():
             assert config.workflow_options["chunk_length"] == chunk
 
 
-def test_docstring_examples_run():
-    import doctest
-    result = doctest.testmod(gr, optionflags=doctest.ELLIPSIS)
-    assert result.attempted >= 8 and result.failed == 0
-
-
 def test_two_iterators_at_once_each_get_the_whole_stream():
     ds = onehot(batch_size=4, chunk_length=5, seed=12)
     a, b = iter(ds), iter(ds)

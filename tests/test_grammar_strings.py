@@ -156,9 +156,3 @@ def test_bad_states_and_count():
         gs.sample_strings(None, 0, rng=0)
     with pytest.raises(ValueError, match=r"states must be \[N, L\] with L >= 2"):
         gs.next_symbol_arrays(None, np.zeros((3,), int))
-
-
-def test_docstring_examples_run():
-    import doctest
-    result = doctest.testmod(gs, optionflags=doctest.ELLIPSIS)
-    assert result.attempted >= 2 and result.failed == 0

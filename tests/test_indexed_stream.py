@@ -1,10 +1,7 @@
 """indexed_stream: element i is produce(i), in order, restartable at any index."""
-import doctest
-
 import numpy as np
 import tensorflow as tf
 
-import pagi_rsm.datasets.indexed_stream as module
 from pagi_rsm.datasets.indexed_stream import indexed_stream
 
 SIGNATURE = (tf.TensorSpec((2, None), tf.int32), tf.TensorSpec((), tf.float32))
@@ -38,7 +35,3 @@ def test_calls_are_in_order():
 
     list(indexed_stream(produce, [tf.TensorSpec((), tf.int32)], start=5, stop=9))
     assert seen == [5, 6, 7, 8]
-
-
-def test_docstring_example():
-    assert doctest.testmod(module).failed == 0

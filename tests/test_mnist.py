@@ -232,9 +232,3 @@ def test_tfds_path_with_mock_data(monkeypatch, no_network):
 def test_directory_given_never_falls_back_to_tfds(tmp_path, no_network):
     with pytest.raises(mnist.MnistNotFoundError, match="no MNIST test images file"):
         mnist.load_mnist(tmp_path, split="test")
-
-
-def test_docstring_examples_run():
-    import doctest
-    result = doctest.testmod(mnist)
-    assert result.attempted >= 1 and result.failed == 0

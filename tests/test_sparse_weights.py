@@ -540,13 +540,3 @@ def test_mixed_float16_fit_keeps_masked_weights_zero(rng):
     kernel, mask = np.asarray(layer.kernel), np.asarray(layer.kernel_mask)
     assert np.all(kernel[~mask] == 0.0)
     assert np.all(kernel[mask] != start[mask])
-
-
-def test_docstring_examples_run():
-    import doctest
-
-    import pagi_rsm.layers.sparse_weights as layer_module
-    import pagi_rsm.ops.sparse_mask as op_module
-    for module in (op_module, layer_module):
-        result = doctest.testmod(module)
-        assert result.attempted > 0 and result.failed == 0, module.__name__

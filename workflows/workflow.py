@@ -49,7 +49,11 @@ Example:
 
 ```python
 from pagi_rsm import definitions
-[config] = definitions.resolve(workflow="grammar", experiment_overrides={"batches": 100})
+[config] = definitions.resolve(                 # a small grammar run of 3 batches
+    workflow="grammar", experiment_overrides={"batches": 3, "summary_dir": "runs/example"},
+    hparams_overrides={"batch_size": 8, "groups": 20, "active_groups": 3,
+                       "predictor_hidden_size": [16]},
+    workflow_option_overrides={"probe_interval": 0, "progress": False})
 results = config.workflow_class(config).run()
 print(results["headline"])
 ```

@@ -23,9 +23,16 @@ class NaNGuard(keras.callbacks.Callback):
       message: a one-line description for the user.
 
     Example:
-      >>> guard = NaNGuard()
-      >>> model.fit(dataset, steps_per_epoch=100, callbacks=[guard])
-      >>> if guard.tripped: print(guard.message)
+    ```python
+    import keras
+    import numpy as np
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x, y = np.ones((64, 4), "float32"), np.ones((64, 1), "float32")
+    guard = NaNGuard()
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[guard])
+    assert not guard.tripped        # guard.message says which loss became NaN when it is
+    ```
     """
 
     def __init__(self, clock=None):

@@ -21,9 +21,20 @@ class PeriodicCheckpoint(keras.callbacks.Callback):
         number in a checkpointed variable).
 
     Example:
-      >>> manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), "ckpts", 3)
-      >>> model.fit(ds, steps_per_epoch=100, epochs=5,
-      ...           callbacks=[clock, PeriodicCheckpoint(manager, clock, 100)])
+    ```python
+    import keras
+    import numpy as np
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x, y = np.ones((64, 4), "float32"), np.ones((64, 1), "float32")
+    import tensorflow as tf
+    from pagi_rsm.callbacks import RunClock
+    clock = RunClock(start=0, limit=16)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), "ckpts", 3)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0,
+              callbacks=[clock, PeriodicCheckpoint(manager, clock, 4)])
+    print(manager.latest_checkpoint)                       # ckpts/ckpt-16
+    ```
     """
 
     def __init__(self, manager, clock, interval, guard=None, before_save=None):

@@ -33,8 +33,17 @@ class HeadlineProgress(keras.callbacks.Callback):
       log_every: seconds between lines when not on a terminal.
 
     Example:
-      >>> model.fit(ds, steps_per_epoch=100, epochs=10,
-      ...           callbacks=[clock, HeadlineProgress(clock, 1000, "accuracy")])
+    ```python
+    import keras
+    import numpy as np
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x, y = np.ones((64, 4), "float32"), np.ones((64, 1), "float32")
+    from pagi_rsm.callbacks import RunClock
+    clock = RunClock(start=0, limit=16)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0,
+              callbacks=[clock, HeadlineProgress(clock, 16, "loss")])
+    ```
     """
 
     def __init__(self, clock, total, metric, extra=("loss",), stream=None, refresh=0.25,

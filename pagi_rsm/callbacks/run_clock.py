@@ -22,8 +22,16 @@ class RunClock(keras.callbacks.Callback):
       logs: the logs of the last completed batch (a dict of floats).
 
     Example:
-      >>> clock = RunClock(start=0, limit=100)
-      >>> model.fit(dataset, steps_per_epoch=50, epochs=10, callbacks=[clock])  # stops at 100
+    ```python
+    import keras
+    import numpy as np
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x, y = np.ones((64, 4), "float32"), np.ones((64, 1), "float32")
+    clock = RunClock(start=0, limit=12)
+    model.fit(x, y, batch_size=8, epochs=10, verbose=0, callbacks=[clock])  # stops at 12
+    print(clock.batch)                                     # 12
+    ```
     """
 
     def __init__(self, start=0, limit=None):

@@ -34,8 +34,16 @@ class StopAtTarget(keras.callbacks.Callback):
       value: the metric's value then.
 
     Example:
-      >>> stop = StopAtTarget("accuracy", 0.99, window=20)
-      >>> model.fit(ds, steps_per_epoch=100, epochs=50, callbacks=[stop])
+    ```python
+    import keras
+    import numpy as np
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x, y = np.ones((64, 4), "float32"), np.ones((64, 1), "float32")
+    stop = StopAtTarget("loss", 1.0, mode="min")
+    model.fit(x, y, batch_size=8, epochs=50, verbose=0, callbacks=[stop])
+    print(stop.reached, stop.batch)          # True and the batch at which loss <= 1.0
+    ```
     """
 
     def __init__(self, metric, target, mode="max", window=0, window_metric=None, clock=None):

@@ -41,8 +41,18 @@ class BatchSummaries(keras.callbacks.Callback):
       prefix: tag prefix of the scalars.
 
     Example:
-      >>> writer = tf.summary.create_file_writer("runs/demo")
-      >>> model.fit(ds, steps_per_epoch=100, callbacks=[clock, BatchSummaries(writer, clock)])
+    ```python
+    import keras
+    import numpy as np
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x, y = np.ones((64, 4), "float32"), np.ones((64, 1), "float32")
+    import tensorflow as tf
+    from pagi_rsm.callbacks import RunClock
+    clock = RunClock()
+    writer = tf.summary.create_file_writer("runs/demo")
+    model.fit(x, y, batch_size=8, verbose=0, callbacks=[clock, BatchSummaries(writer, clock)])
+    ```
     """
 
     def __init__(self, writer, clock, scalar_interval=1, image_interval=0, summary_batch=None,

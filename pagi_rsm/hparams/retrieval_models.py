@@ -2,12 +2,11 @@
 
 docs/fast_weights.md explains the models; docs/options.md lists the options.
 """
+from pagi_rsm.hparams.fast_weights import IMPLEMENTATIONS
 from pagi_rsm.options import Option, Options
 
 KINDS = ("fast_weights", "rnn_ln", "control", "gru_ln", "lstm")
 """Model kinds accepted by `build_model` / `RetrievalModel`."""
-IMPLEMENTATIONS = ("explicit", "attention")
-"""Valid values of `FastWeightsCell(implementation=...)`."""
 
 
 def _fast_learning_rate(values):

@@ -7,7 +7,7 @@ docs/options.md lists every option with its default and range.
 import dataclasses
 
 from pagi_rsm.hparams import rsm_cell
-from pagi_rsm.options import REQUIRED, Option, Options
+from pagi_rsm.options import Option, Options
 
 SCHEDULES = ("chunk", "step")
 CONNECTIVITIES = ("ff", "bi")
@@ -28,7 +28,7 @@ def _masses_sum_to_one(values):
 
 def _per_layer_lengths(values):
     layers = values["num_layers"]
-    for option in rsm_cell.LAYER_OPTIONS + (POOL_SIZE,):
+    for option in rsm_cell.LAYER_OPTIONS + (POOL_SIZE,) + CONV_OPTIONS:
         value = values.get(option.name)
         if isinstance(value, list) and len(value) not in (1, layers):
             raise ValueError(f"hparam {option.name!r} has {len(value)} entries but num_layers "
@@ -40,20 +40,32 @@ def _duty_cycle_interval(values):
         raise ValueError("duty_cycle_interval must be >= 1 (time steps) or -1 (off), got 0")
 
 
-POOL_SIZE = Option("pool_size", 1, "max-pool the code of this layer by this factor before the "
-                   "next layer (must divide its cells)", low=1, per_layer=True)
+POOL_SIZE = Option("pool_size", 1, "max-pool the code of this layer before the next layer: over "
+                   "groups of this many cells (fully connected; must divide its cells) or this "
+                   "many x this many positions (convolutional)", low=1, per_layer=True)
+_GEOMETRY = "-1, an integer >= 1, or a pair [height, width] of them"
+CONV_OPTIONS = (
+    Option("kernel_size", -1, "-1: a fully connected RSMCell layer; else the receptive field of "
+           "a ConvRSM layer (docs/conv_rsm.md)", kind="any", per_layer=True,
+           describe=_GEOMETRY),
+    Option("strides", -1, "stride of a ConvRSM layer (-1: the kernel size)", kind="any",
+           per_layer=True, describe=_GEOMETRY),
+)
 
 OPTIONS = Options(
     *[dataclasses.replace(o, per_layer=True) for o in rsm_cell.LAYER_OPTIONS],
     POOL_SIZE,
+    *CONV_OPTIONS,
     *rsm_cell.SHARED_OPTIONS,
     Option("num_layers", 1, "number of RSM layers", low=1),
     Option("batch_size", 80, "B, parallel streams (the per-replica state is sized from it)",
            low=1),
-    Option("input_dim", REQUIRED, "size of one input step (set by the workflow from its data)",
-           kind="int", low=1),
-    Option("num_classes", REQUIRED, "number of label classes (set by the workflow from its data)",
-           kind="int", low=1),
+    Option("input_dim", None, "size of one input step (set by the workflow from its data); or "
+           "give input_shape", kind="int", low=1),
+    Option("input_shape", None, "[height, width, channels] of frame inputs (convolutional "
+           "layers); or give input_dim", kind="list", items="int", low=1),
+    Option("num_classes", None, "number of label classes (set by the workflow from its data); "
+           "null: no predictor, reconstruction only", kind="int", low=1),
     Option("connectivity", "ff", "ff: feed-forward only; bi: feedback from layer l+1 to l",
            choices=CONNECTIVITIES),
     Option("learning_rate", 5e-4, "Adam learning rate of the memory layers (and of the "

@@ -11,6 +11,8 @@ from pagi_rsm.layers.k_winners import KWinners, KWinners2D  # noqa: E402
 __all__ += ["KWinners", "KWinners2D"]
 from pagi_rsm.layers.rsm_cell import RSMCell  # noqa: E402
 __all__ += ["RSMCell"]
+from pagi_rsm.layers.conv_rsm import ConvRSM  # noqa: E402
+__all__ += ["ConvRSM"]
 from pagi_rsm.layers.fast_weights import FastWeightsCell  # noqa: E402
 __all__ += ["FastWeightsCell"]
 from pagi_rsm.layers.layer_norm_gru import LayerNormGRUCell  # noqa: E402

@@ -11,14 +11,13 @@ from keras import ops
 
 from pagi_rsm import checks
 from pagi_rsm.deprecation import deprecated_name
+from pagi_rsm.hparams.fast_weights import IMPLEMENTATIONS
 from pagi_rsm.ops.fast_weights import (apply_fast_weights, attend_and_normalise, attend_history,
                                        slot_weights, update_fast_weights, write_history)
 from pagi_rsm.ops.layer_norm import layer_norm
 
 __all__ = ["FastWeightsCell", "IMPLEMENTATIONS"]
 
-IMPLEMENTATIONS = ("explicit", "attention")
-"""Valid values of `FastWeightsCell(implementation=...)`."""
 
 DEFAULT_RECURRENT_GAIN = 0.05
 """The slow recurrent kernel W starts as ``0.05 * I`` (Ba et al.; Goku's port)."""

@@ -52,6 +52,11 @@ def _pagi():
     return layers
 
 
+def _rectifier():
+    import pagi_rsm.components.gan_rectifier as gan_rectifier
+    return gan_rectifier
+
+
 def _small_integers(shape):
     """Inputs in {-2, ..., 2}: many exact ties (zeros stay tied after the harness' Scale)."""
     return lambda rng, b: rng.integers(-2, 3, size=(b,) + tuple(shape))
@@ -80,6 +85,18 @@ ENTRIES = [
                                   feedback_units=3, reset_input=True, output_decoding=True,
                                   use_recurrent_bias=True),
           input_shape=(5, 4 + 1 + 3), rnn=True, make_inputs=_uniform((5, 8))),
+    # --- convolutional recurrent sparse memory (pagi_rsm/layers/conv_rsm.py) ---
+    Entry("conv_rsm_trace_reset",
+          lambda: _pagi().ConvRSM(groups=4, cells_per_group=2, active_groups=2, kernel_size=3,
+                                  strides=2, inhibition_decay=0.5, recurrent_decay=0.5,
+                                  reset_input=True, output_decoding=True),
+          input_shape=(4, 6, 6, 2), rnn=True, make_inputs=_uniform((4, 6, 6, 2))),
+    Entry("conv_rsm_sparse_boost",
+          lambda: _pagi().ConvRSM(groups=5, cells_per_group=2, active_groups=2, kernel_size=(3, 2),
+                                  strides=(2, 1), boost_factor=1.0, recurrent_path="sparse",
+                                  use_recurrent_bias=True, use_input_bias=True,
+                                  output_decoding=True),
+          input_shape=(4, 5, 4, 3), rnn=True, make_inputs=_uniform((4, 5, 4, 3))),
     # --- fast weights (pagi_rsm/layers/fast_weights.py) ---
     Entry("fast_weights_explicit",
           lambda: _pagi().FastWeightsCell(6, implementation="explicit", inner_steps=2),
@@ -105,4 +122,12 @@ ENTRIES = [
     Entry("kwinners2d_global_break_ties",
           lambda: _pagi().KWinners2D(percent_on=0.1, local=False, break_ties=True),
           input_shape=(4, 4, 8), make_inputs=_small_integers((4, 4, 8))),
+    # --- GAN rectifier generator (components/gan_rectifier.py; the discriminator takes two
+    # inputs and the GANRectifier model trains itself, so they are tested in
+    # tests/test_gan_rectifier.py) ---
+    Entry("rectifier_generator",
+          lambda: _rectifier().RectifierGenerator(encoder_filters=(4, 8, 8),
+                                                  decoder_filters=(8, 4), kernel_size=3,
+                                                  seed=1),
+          input_shape=(8, 8, 1), make_inputs=_uniform((8, 8, 1))),
 ]

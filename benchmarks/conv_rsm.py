@@ -1,0 +1,111 @@
+"""ConvRSM training step at the paper's video shapes: dense vs sparse recurrent path, one run.
+
+Layer 1: 34×34×1 input, 5×5 field, stride 2 → 17×17 grid, g=64, c=8 (n=512), k=3, feedback
+from layer 2's 5×5×1024 code. Layer 2: 9×9×512 input (layer 1 max-pooled), 3×3 field, stride
+2 → 5×5 grid, g=128, c=8 (n=1024), k=5. Both γ=0, ε=0, recurrent keep rate 0.5 (training).
+
+One training step = `ConvRSM.step` on a batch of B streams from realistic states (the output
+of a previous step: k winners per position), MSE of the decoding against the input, gradient
+and one Adam update, in one `tf.function`. The recurrent drive is computed either as a dense
+[B·h·w, n]×[n, n] matmul ("dense") or by gathering the k rows of W_r of the active cells at
+each position ("sparse"). Variants are timed interleaved (benchmarks/side_by_side.py) and the
+sparse/dense time ratio is the median of per-repetition ratios.
+
+Usage::
+
+    python benchmarks/conv_rsm.py --batch 64 --repeats 5 [--xla]
+"""
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from side_by_side import interleaved, median, median_ratio  # noqa: E402
+from pagi_rsm import ConvRSM  # noqa: E402
+
+LAYERS = {
+    "layer1": dict(input=(34, 34, 1), groups=64, cells=8, k=3, kernel=5,
+                   feedback=(5, 5, 1024), decoder_activation="sigmoid"),
+    "layer2": dict(input=(9, 9, 512), groups=128, cells=8, k=5, kernel=3, feedback=None,
+                   decoder_activation=None),
+}
+
+
+def make_layer(name, path):
+    spec = LAYERS[name]
+    return ConvRSM(groups=spec["groups"], cells_per_group=spec["cells"],
+                   active_groups=spec["k"], kernel_size=spec["kernel"], strides=2,
+                   inhibition_decay=0.0, recurrent_keep_rate=0.5,
+                   feedback_shape=spec["feedback"], decoder_activation=spec["decoder_activation"],
+                   use_input_bias=True, use_recurrent_bias=True, use_feedback_bias=True,
+                   recurrent_path=path, seed=0)
+
+
+def training_step(name, path, batch, xla):
+    """A compiled training step of one paper layer with the given recurrent path."""
+    spec = LAYERS[name]
+    keras.utils.set_random_seed(0)
+    layer = make_layer(name, path)
+    layer.build((None,) + spec["input"])
+    optimizer = keras.optimizers.Adam(5e-4)
+    optimizer.build(layer.trainable_variables)
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.uniform(size=(batch,) + spec["input"]).astype("float32"))
+    feedback = None
+    if spec["feedback"]:
+        # A k-sparse higher-layer code (5 of 1024 cells per position).
+        fb = np.zeros((batch,) + spec["feedback"], "float32")
+        idx = rng.integers(0, spec["feedback"][2], (batch,) + spec["feedback"][:2] + (5,))
+        np.put_along_axis(fb, idx, rng.uniform(0.1, 1, idx.shape).astype("float32"), axis=-1)
+        feedback = tf.constant(fb)
+    states = [tf.constant(rng.uniform(size=(batch, s)).astype("float32"))
+              for s in layer.state_size]
+    states = layer.step(x, states, feedback=feedback).states   # y_{t-1}: k winners per position
+
+    def step():
+        with tf.GradientTape() as tape:
+            out = layer.step(x, states, feedback=feedback, training=True)
+            loss = tf.reduce_mean((out.decoding - x) ** 2)
+        grads = tape.gradient(loss, layer.trainable_variables)
+        optimizer.apply(grads, layer.trainable_variables)
+        return loss
+
+    return tf.function(step, jit_compile=xla), layer
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--layers", default="layer1,layer2")
+    parser.add_argument("--xla", action="store_true")
+    args = parser.parse_args(argv)
+    print(f"TensorFlow {tf.__version__}; B={args.batch}; xla={args.xla}; "
+          f"repeats={args.repeats} (medians of interleaved repetitions)")
+    ratios = {}
+    for name in args.layers.split(","):
+        variants = []
+        for path in ("dense", "sparse"):
+            step, layer = training_step(name, path, args.batch, args.xla)
+            variants.append((f"{name}_{path}", step))
+        times = interleaved(variants, args.repeats, warmup=args.warmup)
+        h, w = layer.grid
+        auto = make_layer(name, "auto").uses_sparse_recurrent_path
+        print(f"{name}: grid {h}x{w}, n={layer.units}, k={layer.active_groups}; "
+              f"recurrent_path='auto' takes the {'sparse' if auto else 'dense'} path")
+        for label, _ in variants:
+            print(f"  {label:<16} {median(times[label]['wall']):9.1f} ms/step")
+        ratios[name] = median_ratio(times, f"{name}_sparse", f"{name}_dense")
+        print(f"  sparse/dense time ratio {ratios[name]:.3f}")
+    return ratios
+
+
+if __name__ == "__main__":
+    main()
