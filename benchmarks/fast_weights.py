@@ -31,6 +31,7 @@ Usage::
     python benchmarks/fast_weights.py --intra_op_threads 1 # no intra-op thread pool
     python benchmarks/fast_weights.py --jit --unroll       # the configuration used for training
     python benchmarks/fast_weights.py --repeats 31 --steps 5
+    python benchmarks/fast_weights.py --profile            # kernel time per scope and op type
 """
 import argparse
 import os
@@ -43,7 +44,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from side_by_side import interleaved, median, median_ratio  # noqa: E402
+from op_profile import op_profile, print_profile  # noqa: E402
+from side_by_side import (describe, interleaved, machine_line, matmul_variant, median,  # noqa: E402
+                          ratios)
 from pagi_rsm.layers import FastWeightsCell  # noqa: E402
 
 BATCH, UNITS, LENGTH, FEATURES, CLASSES = 128, 50, 11, 37, 10
@@ -93,10 +96,44 @@ def run(repeats, steps, jit, unroll, warmup=3):
     for name, factory in _variants(unroll):
         step = make_step(factory(), jit)
         variants.append((name, lambda step=step: step(x, y)))
-    times = interleaved(variants, repeats, steps=steps, warmup=warmup)
+    matmul_label, matmul, matmul_flops = matmul_variant()
+    times = _with_matmul(variants, matmul_label, matmul, repeats, steps, warmup)
     base = variants[0][0]
-    return [(name, median(times[name]["wall"]), median_ratio(times, name, base))
-            for name, _ in variants]
+    rows = [(name, times[name]["wall"], ratios(times, name, base)) for name, _ in variants]
+    return rows, machine_line(times, matmul_flops)
+
+
+def _with_matmul(variants, matmul_label, matmul, repeats, steps, warmup):
+    """`interleaved` with `steps` calls per repetition, the matmul reference called once."""
+    def repeated(step):
+        def run():
+            out = None
+            for _ in range(steps):
+                out = step()
+            return out
+        return run
+    times = interleaved([(n, repeated(f)) for n, f in variants] + [(matmul_label, matmul)],
+                        repeats, steps=1, warmup=warmup)
+    for name, _ in variants:
+        times[name] = {kind: [v / steps for v in values]
+                       for kind, values in times[name].items()}
+    return times
+
+
+def profile(jit, unroll, steps=5):
+    """Kernel time of each variant's training step per scope (recurrent layer, readout, Adam)."""
+    rng = np.random.default_rng(0)
+    x = tf.constant(np.eye(FEATURES, dtype="float32")[rng.integers(0, FEATURES,
+                                                                     (BATCH, LENGTH))])
+    y = tf.constant(rng.integers(0, CLASSES, BATCH))
+    categories = [("recurrent layer", r"(^|/)(lstm|rnn)/"), ("readout", r"(^|/)dense/"),
+                  ("optimizer update", r"(^|/)adam/"), ("loss", r"(^|/)sparse_categorical")]
+    for name, factory in _variants(unroll):
+        step = make_step(factory(), jit)
+        for _ in range(2):
+            step(x, y).numpy()
+        print_profile(name, *op_profile(lambda step=step: step(x, y), categories, steps),
+                      top_types=6)
 
 
 def main():
@@ -107,18 +144,24 @@ def main():
     parser.add_argument("--unroll", action="store_true", help="unroll the 11 time steps")
     parser.add_argument("--intra_op_threads", type=int, default=0,
                         help="TensorFlow intra-op threads (default 0: TensorFlow's choice)")
+    parser.add_argument("--profile", action="store_true",
+                        help="print the kernel time per scope and op type instead")
     args = parser.parse_args()
     if args.intra_op_threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
-    rows = run(args.repeats, args.steps, args.jit, args.unroll)
+    if args.profile:
+        profile(args.jit, args.unroll)
+        return
+    rows, machine = run(args.repeats, args.steps, args.jit, args.unroll)
     print(f"training step, batch {BATCH}, R={UNITS}, length {LENGTH}, graph mode, "
           f"jit_compile={args.jit}, unroll={args.unroll}, intra-op threads "
           f"{tf.config.threading.get_intra_op_parallelism_threads() or 'default'}, "
           f"{args.repeats} interleaved repetitions x {args.steps} steps")
-    print(f"{'variant':28s} {'median ms/step':>15s} {'ratio vs lstm':>14s}")
+    print(machine)
+    print(f"{'variant':28s} {'ms/step, median [quartiles]':>30s} {'ratio vs lstm':>22s}")
     for name, ms, ratio in rows:
-        print(f"{name:28s} {ms:15.2f} {ratio:14.2f}")
-    attention = dict((n, r) for n, _, r in rows)["fast_weights_attention"]
+        print(f"{name:28s} {describe(ms, '', 2):>30s} {describe(ratio):>22s}")
+    attention = median(dict((n, r) for n, _, r in rows)["fast_weights_attention"])
     verdict = "meets" if attention <= TARGET else "MISSES"
     print(f"attention / lstm = {attention:.2f} ({verdict} the target <= {TARGET})")
 

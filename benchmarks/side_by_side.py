@@ -57,3 +57,46 @@ def median(values):
 def median_ratio(times, label, base, kind="wall"):
     """Median over repetitions of times[label] / times[base]."""
     return statistics.median(v / b for v, b in zip(times[label][kind], times[base][kind]))
+
+
+def quartiles(values):
+    """(first quartile, median, third quartile) of `values` (the spread of a timing)."""
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def ratios(times, label, base, kind="wall"):
+    """Per-repetition ratios times[label] / times[base]."""
+    return [v / b for v, b in zip(times[label][kind], times[base][kind])]
+
+
+def describe(values, unit="", digits=2):
+    """``median [q1-q3]`` of `values`, e.g. ``"2.91x [2.80-3.02]"``."""
+    q1, q2, q3 = quartiles(values)
+    return f"{q2:.{digits}f}{unit} [{q1:.{digits}f}-{q3:.{digits}f}]"
+
+
+MATMUL_LABEL = "matmul_2048"
+
+
+def matmul_variant(size=2048):
+    """(label, step, flops): a size³ float32 matmul, the machine's reference rate.
+
+    Timed among a benchmark's variants, it shows the load the machine was under: on a quiet
+    2-core AVX2 machine it runs at about 300 GFLOP/s.
+    """
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    a = tf.random.normal((size, size), seed=1)
+    b = tf.random.normal((size, size), seed=2)
+    step = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    return MATMUL_LABEL, step, 2 * size ** 3
+
+
+def machine_line(times, flops, label=MATMUL_LABEL):
+    """One line giving the matmul rate measured among the variants (median [quartiles])."""
+    rates = [flops / (ms / 1e3) / 1e9 for ms in times[label]["wall"]]
+    return (f"machine: 2048^3 float32 matmul {describe(rates, ' GFLOP/s', 1)} in this run "
+            f"(median [quartiles] of {len(rates)} interleaved repetitions; about 300 on a quiet "
+            f"machine)")

@@ -5,7 +5,9 @@ replaces, on one training step (forward + backward + Adam update) compiled with 
 (graph mode, `jit_compile=False`: the CPU path). Variants are interleaved (each repetition runs
 every variant back to back, in a rotating order) and timed after warm-up. The table gives the
 median ms per step of each variant and the median over repetitions of the per-repetition ratio
-sparse / dense, so load from other processes affects both sides alike.
+sparse / dense, so load from other processes affects both sides alike; every figure is given
+with its quartiles over the repetitions, and a 2048³ float32 matmul timed among the variants of
+every case shows the load the machine was under (about 300 GFLOP/s when quiet).
 
 Cases (targets from the project brief):
 
@@ -18,20 +20,26 @@ Cases (targets from the project brief):
 
 Usage::
 
+    python benchmarks/sparse_layers.py                 # 9 repetitions
     python benchmarks/sparse_layers.py --repeats 21 --steps 1
+    python benchmarks/sparse_layers.py --profile       # kernel time per layer and op type
     python benchmarks/sparse_layers.py --cases dense_kwinners sparse_dense
 """
 import argparse
 import os
-import statistics
-import time
+import re
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from op_profile import op_profile, print_profile, scope_path  # noqa: E402
+from side_by_side import (describe, interleaved, machine_line, matmul_variant, median,  # noqa: E402
+                          ratios)
 from pagi_rsm.layers import KWinners, KWinners2D, SparseDense  # noqa: E402
 
 
@@ -89,75 +97,77 @@ def make_step(model):
     return step
 
 
-def _timed(step, x, steps):
-    """(wall ms, process CPU ms) per step over `steps` consecutive steps."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        loss = step(x)
-    loss.numpy()  # wait for the last step
-    return ((time.perf_counter() - wall) / steps * 1e3,
-            (time.process_time() - cpu) / steps * 1e3)
-
-
 def run_case(name, repeats, steps, warmup):
-    """Median ms per step of each variant and the median of the per-repetition ratios.
+    """Per variant: wall ms per step, and the per-repetition ratios to the case's baseline.
 
-    Every repetition times each variant back to back (rotating the order), so each ratio
-    compares measurements taken seconds apart; the median over repetitions discards bursts of
-    load from other processes. Ratios of process CPU time are reported too: on a shared machine
-    they are less sensitive to waiting for a core than wall time.
+    Every repetition times each variant back to back (rotating the order) and the matmul
+    reference, so each ratio compares measurements taken seconds apart; medians over
+    repetitions discard bursts of load from other processes. Ratios of process CPU time are
+    reported too: on a shared machine they are less sensitive to waiting for a core.
     """
     batch, shape, variants, target = CASES[name]
     keras.utils.set_random_seed(0)
     x = tf.constant(np.random.default_rng(0).standard_normal((batch,) + shape), tf.float32)
-    fns = []
-    for label, factory in variants:
-        step = make_step(factory())
-        for _ in range(warmup):
-            step(x).numpy()
-        fns.append((label, step))
-    wall = {label: [] for label, _ in fns}
-    cpu = {label: [] for label, _ in fns}
-    for rep in range(repeats):
-        shift = rep % len(fns)
-        for label, step in fns[shift:] + fns[:shift]:  # rotate the order every repetition
-            w, c = _timed(step, x, steps)
-            wall[label].append(w)
-            cpu[label].append(c)
+    fns = [(label, (lambda step=make_step(factory()): step(x))) for label, factory in variants]
+    matmul_label, matmul, matmul_flops = matmul_variant()
+    times = interleaved(fns + [(matmul_label, matmul)], repeats, steps=steps, warmup=warmup)
     base = fns[0][0]
     rows = []
     for label, _ in fns[1:]:
-        wall_ratio = statistics.median(v / b for v, b in zip(wall[label], wall[base]))
-        cpu_ratio = statistics.median(v / b for v, b in zip(cpu[label], cpu[base]))
-        rows.append((name, base, statistics.median(wall[base]), label,
-                     statistics.median(wall[label]), wall_ratio, cpu_ratio, target))
+        rows.append(dict(case=name, base=base, base_ms=times[base]["wall"], label=label,
+                         ms=times[label]["wall"], ratio=ratios(times, label, base),
+                         cpu_ratio=ratios(times, label, base, "cpu"), target=target,
+                         machine=machine_line(times, matmul_flops)))
     return rows
+
+
+def profile_case(name, steps=5):
+    """Kernel time of each variant's training step per layer scope and op type."""
+    batch, shape, variants, _ = CASES[name]
+    x = tf.constant(np.random.default_rng(0).standard_normal((batch,) + shape), tf.float32)
+    for label, factory in variants:
+        model = factory()
+        step = make_step(model)
+        for _ in range(2):
+            step(x).numpy()
+        categories = [(layer.name, f"(^|/){re.escape(scope_path(layer.name))}/")
+                      for layer in model.layers]
+        categories.append(("optimizer update", r"(^|/)adam/"))
+        print_profile(f"{name}: {label}", *op_profile(lambda: step(x), categories, steps))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=21,
-                        help="interleaved repetitions per variant (medians taken); default 21")
+    parser.add_argument("--repeats", type=int, default=9,
+                        help="interleaved repetitions per variant (medians taken); default 9")
     parser.add_argument("--steps", type=int, default=1,
                         help="training steps timed per repetition; default 1")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant")
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES))
+    parser.add_argument("--profile", action="store_true",
+                        help="print the kernel time per layer and op type instead")
     args = parser.parse_args(argv)
+    if args.profile:
+        for name in args.cases:
+            profile_case(name)
+        return None
     print(f"TensorFlow {tf.__version__}, Keras {keras.__version__}; tf.function (jit off), "
           f"repeats={args.repeats}, steps/repeat={args.steps}, warmup={args.warmup}")
     rows = []
     for name in args.cases:
         rows += run_case(name, args.repeats, args.steps, args.warmup)
-    header = (f"{'case':<24} {'baseline':<11} {'ms/step':>8}  {'variant':<24} {'ms/step':>8} "
-              f"{'ratio':>6} {'cpu ratio':>9} {'target':>7}  result")
-    print(header)
-    print("-" * len(header))
-    for name, base, base_ms, label, ms, ratio, cpu_ratio, target in rows:
-        result = "PASS" if ratio <= target else "MISS"
-        print(f"{name:<24} {base:<11} {base_ms:8.2f}  {label:<24} {ms:8.2f} {ratio:6.3f} "
-              f"{cpu_ratio:9.3f} {target:6.2f}x  {result}")
-    print("ms/step: median wall time; ratio: median over repetitions of variant / baseline wall "
-          "time (PASS if <= target); cpu ratio: the same with process CPU time.")
+    for name in args.cases:
+        case_rows = [r for r in rows if r["case"] == name]
+        print(f"{name} ({case_rows[0]['machine']})")
+        print(f"  {case_rows[0]['base']:<24} {describe(case_rows[0]['base_ms'], ' ms', 2)}")
+        for r in case_rows:
+            result = "PASS" if median(r["ratio"]) <= r["target"] else "MISS"
+            print(f"  {r['label']:<24} {describe(r['ms'], ' ms', 2)}  ratio "
+                  f"{describe(r['ratio'], 'x', 3)}  cpu ratio {describe(r['cpu_ratio'], 'x', 3)}"
+                  f"  target <= {r['target']:.2f}x {result}")
+    print("ms: wall time per step; ratio: variant / baseline wall time per repetition (PASS if "
+          "the median <= target); cpu ratio: the same with process CPU time; median "
+          "[quartiles] over the repetitions.")
     return rows
 
 

@@ -18,6 +18,7 @@ from pagi_rsm.layers.rsm_cell import RSMCell
 from pagi_rsm.metrics.duty_cycle import binary_entropy, max_entropy
 from pagi_rsm.metrics.windowed_rate import WindowedRate
 from pagi_rsm.models.stream_state import StreamState
+from pagi_rsm.optimizers import FusedAdam
 from pagi_rsm.components.predictor import Predictor
 
 _PER_LAYER = [name for name, option in OPTIONS.items() if option.per_layer]
@@ -270,11 +271,12 @@ class SequenceMemoryStack(keras.Model):
         """
         lr = self.hparams["learning_rate"] if learning_rate is None else learning_rate
         predictor_lr = self.hparams["predictor_learning_rate"]
-        self.memory_optimizers = [keras.optimizers.Adam(lr, name=f"memory_{l}_adam")
+        # FusedAdam: Keras' Adam in one kernel per variable (docs/performance.md).
+        self.memory_optimizers = [FusedAdam(lr, name=f"memory_{l}_adam")
                                   for l in range(self.num_layers)]
         self.predictor_optimizer = None
         if self.predictor is not None:
-            self.predictor_optimizer = keras.optimizers.Adam(
+            self.predictor_optimizer = FusedAdam(
                 lr if predictor_lr is None else predictor_lr, name="predictor_adam")
             self.predictor_optimizer.build(self.predictor.trainable_variables)
         for opt, layer in zip(self.memory_optimizers, self.cells):
@@ -330,21 +332,24 @@ class SequenceMemoryStack(keras.Model):
         for l, cell in enumerate(self.cells):
             layer_input = ops.reshape(layer_input, (-1, *self.input_shapes[l]))
             feedback = feedback_from[l + 1] if (bi and l + 1 < self.num_layers) else None
-            out = cell.step(layer_input, states[l], reset=reset, feedback=feedback,
-                            training=training)
-            memory_losses.append(ops.mean(ops.square(
-                ops.cast(layer_input, "float32") - ops.cast(out.decoding, "float32"))))
+            with tf.name_scope(f"memory_{l}"):
+                out = cell.step(layer_input, states[l], reset=reset, feedback=feedback,
+                                training=training)
+                with tf.name_scope("loss"):
+                    memory_losses.append(ops.mean(ops.square(
+                        ops.cast(layer_input, "float32") - ops.cast(out.decoding, "float32"))))
             results.append(out)
             layer_input = self._pool(out.encoding, l)
         new_states = [r.states for r in results]
         if self.predictor is None:
             return results, new_states, memory_losses, None
         trace = states[self.num_layers][0] if self.predictor.uses_trace else None
-        top = ops.reshape(results[-1].encoding, (-1, math.prod(self.code_shapes[-1])))
-        predictor_input, trace = self.predictor.condition(top, trace, reset)
-        if trace is not None:
-            new_states.append([trace])
-        logits = self.predictor.classify(predictor_input, training=training)
+        with tf.name_scope("predictor"):
+            top = ops.reshape(results[-1].encoding, (-1, math.prod(self.code_shapes[-1])))
+            predictor_input, trace = self.predictor.condition(top, trace, reset)
+            if trace is not None:
+                new_states.append([trace])
+            logits = self.predictor.classify(predictor_input, training=training)
         return results, new_states, memory_losses, logits
 
     def _predictor_loss(self, labels, logits):
@@ -439,20 +444,24 @@ class SequenceMemoryStack(keras.Model):
             with _tape(update_each_step) as tape:
                 results, states, memory_losses, logits = self._step(
                     x[:, t], reset[:, t], states, training)
-                predictor_loss = self._predictor_loss(None if labels is None else labels[:, t],
-                                                      logits)
+                with tf.name_scope("predictor_loss"):
+                    predictor_loss = self._predictor_loss(
+                        None if labels is None else labels[:, t], logits)
                 total = self._total(memory_losses, predictor_loss)
             if update_each_step:
-                self._apply(tape, total, self.time_step + t)
+                with tf.name_scope("update"):
+                    self._apply(tape, total, self.time_step + t)
             memory_sums = [a + b for a, b in zip(memory_sums, memory_losses)]
             for l, r in enumerate(results):
                 masks[l].append(r.mask)
             if self.predictor is None:
                 continue
             predictor_sum += predictor_loss
-            log_p = self.predictor.log_distribution(logits)   # argmax log P = argmax P
-            correct.append(ops.cast(ops.argmax(log_p, axis=-1) == labels[:, t], "float32"))
-            cross_entropy.append(-ops.take_along_axis(log_p, labels[:, t, None], axis=-1)[:, 0])
+            with tf.name_scope("metrics"):
+                log_p = self.predictor.log_distribution(logits)  # argmax log P = argmax P
+                correct.append(ops.cast(ops.argmax(log_p, axis=-1) == labels[:, t], "float32"))
+                cross_entropy.append(
+                    -ops.take_along_axis(log_p, labels[:, t, None], axis=-1)[:, 0])
         memory_losses = [s / steps for s in memory_sums]
         if self.predictor is None:
             return states, memory_losses, 0.0, None, None, masks
@@ -480,11 +489,13 @@ class SequenceMemoryStack(keras.Model):
                                 update_each_step=training and not chunk_update)
             total = self._total(memory_losses, predictor_loss)
         if chunk_update:
-            self._apply(tape, total, self.time_step)
+            with tf.name_scope("update"):
+                self._apply(tape, total, self.time_step)
         for state, values in zip(self.stream_states, states):
             state.write(values)
         if training:
-            self._update_statistics(masks, steps, batch)
+            with tf.name_scope("statistics"):
+                self._update_statistics(masks, steps, batch)
         self.time_step.assign_add(steps)
         # ---- metrics
         for tracker, value in zip(self.memory_loss_trackers, memory_losses):

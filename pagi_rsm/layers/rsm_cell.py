@@ -11,6 +11,9 @@ from pagi_rsm.ops import rsm as rsm_ops
 
 RSMStep = collections.namedtuple("RSMStep", ["encoding", "decoding", "mask", "states"])
 
+# recurrent_path="auto" takes the sparse path when the active cells k are at most this fraction
+# of the n cells (and there is no trace): docs/performance.md has the measurements.
+AUTO_SPARSE_FRACTION = 0.01
 
 
 @keras.saving.register_keras_serializable(package="pagi_rsm")
@@ -71,8 +74,10 @@ class RSMCell(keras.layers.Layer):
     3. The recurrent sum-normalisation divides by the signed sum + ε, as in the original.
     4. γ = 0 still gives a one-step refractory period (faithful: I_t = max(0, M_t)).
     5. The ranking shift uses the per-sample minimum over all cells (faithful).
-    6. The best cell of a group is the argmax (lower index on exact ties), which contains the
-       original "all equal → cell 0" rule; see `pagi_rsm.ops.rsm.group_cell_mask`.
+    6. Ties go to the lowest index, by an explicit rule every device computes alike: groups
+       tied at the k-th score and cells tied at their group's best score. This contains the
+       original "all equal → cell 0" rule and keeps exactly k cells active where the original
+       keeps every tied cell (right after a zero state); see `pagi_rsm.ops.rsm.group_cell_mask`.
     8. Dead features of the original (`boost_factor_decay` placeholder, lifetime sparsity,
        `dends_per_cell`) are not reproduced; boost updates are done by the caller through
        `update_duty_cycle` (docs/rsm.md#boosting), with no dead decay.
@@ -109,11 +114,12 @@ class RSMCell(keras.layers.Layer):
       output_decoding: when used in `keras.layers.RNN`, the output is `concat([y, x̂])`
         instead of y, so a plain Keras loss can train the decoder.
       recurrent_path: "dense" computes R = r W_r as a matmul; "sparse" uses that r has at most
-        k non-zeros per sample when ε = 0 (only the k winners of y_{t−1} are non-zero) and
-        gathers just those k rows of W_r (k·B rows instead of a [B, n]×[n, n] matmul; the
-        gradient reaches only those rows). Both give the same numbers (tested).
-        "auto" (default) picks the dense path, the faster one on a CPU
-        (docs/rsm.md#recurrent-path has the measurement).
+        k non-zeros per sample when ε = 0 (only the k winners of y_{t−1} are non-zero) and adds
+        just their rows of W_r (`pagi_rsm.ops.rsm.sparse_input_matmul`: B·k·n multiply-adds
+        instead of B·n², forward and gradient). Both give the same numbers up to float
+        summation order (tested). "auto" (default) takes the sparse path when ε = 0 and
+        k ≤ 1% of the n cells, where it is the faster one on CPU, else the dense path
+        (docs/rsm.md#recurrent-path).
       decoder_pooling: how the decoder reads a group: "max" over its cells (the original;
         a winner with a negative value is then invisible to the decoder and gets no decoder
         gradient, docs/rsm.md#quirks item 2) or "sum" (the value of the one active cell,
@@ -295,13 +301,18 @@ class RSMCell(keras.layers.Layer):
 
     @property
     def uses_sparse_recurrent_path(self):
+        """True when R = r W_r runs through the non-zero entries of r (see `recurrent_path`)."""
+        if self.recurrent_path == "auto":
+            return (self.recurrent_decay == 0
+                    and self.active_groups <= AUTO_SPARSE_FRACTION * self.units)
         return self.recurrent_path == "sparse"
 
     def _recurrent(self, r_in):
-        """R = r_in W_r (+ b_r), dense or through the k non-zero rows of r_in."""
+        """R = r_in W_r (+ b_r), dense or through the non-zero entries of r_in."""
         if not self.uses_sparse_recurrent_path:
             return self._dense(r_in, self.recurrent_kernel, self.recurrent_bias)
-        drive = rsm_ops.sparse_rows_matmul(r_in, self.recurrent_kernel, self.active_groups)
+        drive = rsm_ops.sparse_input_matmul(
+            r_in, ops.cast(self.recurrent_kernel, r_in.dtype), self.active_groups)
         if self.recurrent_bias is not None:
             drive = drive + ops.cast(self.recurrent_bias, drive.dtype)
         return drive
@@ -328,52 +339,59 @@ class RSMCell(keras.layers.Layer):
         f_trace = traces.pop(0) if self.input_decay > 0 else None
         b_trace = traces.pop(0) if (self.feedback_units and self.recurrent_decay > 0) else None
 
-        f_in, f_trace = rsm_ops.condition_input(
-            x_prev, f_trace, decay=self.input_decay, floor=self.input_decay_floor,
-            norm=self.input_norm, norm_eps=self.input_norm_eps, norm_first=self.input_norm_first)
-        r_in, r_trace = rsm_ops.condition_input(
-            y_prev, r_trace, decay=self.recurrent_decay, floor=self.recurrent_decay_floor,
-            norm=self.recurrent_norm, norm_eps=self.recurrent_norm_eps,
-            norm_first=self.input_norm_first)
-        f_in = self._dropout(f_in, self.input_keep_rate, training)
-        r_in = self._dropout(r_in, self.recurrent_keep_rate, training)
-
+        # Name scopes label the parts of a step in profiles (benchmarks/rsm_throughput.py
+        # --profile); they do not change the computation.
         g, c = self.groups, self.cells_per_group
-        forward = self._dense(f_in, self.input_kernel, self.input_bias)            # [B, g]
-        drive = self._recurrent(r_in)                                              # [B, n]
+        with tf.name_scope("feed_forward"):
+            f_in, f_trace = rsm_ops.condition_input(
+                x_prev, f_trace, decay=self.input_decay, floor=self.input_decay_floor,
+                norm=self.input_norm, norm_eps=self.input_norm_eps,
+                norm_first=self.input_norm_first)
+            f_in = self._dropout(f_in, self.input_keep_rate, training)
+            forward = self._dense(f_in, self.input_kernel, self.input_bias)        # [B, g]
+        with tf.name_scope("recurrent"):
+            r_in, r_trace = rsm_ops.condition_input(
+                y_prev, r_trace, decay=self.recurrent_decay, floor=self.recurrent_decay_floor,
+                norm=self.recurrent_norm, norm_eps=self.recurrent_norm_eps,
+                norm_first=self.input_norm_first)
+            r_in = self._dropout(r_in, self.recurrent_keep_rate, training)
+            drive = self._recurrent(r_in)                                          # [B, n]
         if self.feedback_units:
             if feedback is None:
                 raise ValueError("this RSMCell has feedback_units > 0: pass `feedback`")
-            feedback = tf.stop_gradient(ops.cast(feedback, dtype))
-            b_in, b_trace = rsm_ops.condition_input(
-                feedback, b_trace, decay=self.recurrent_decay, floor=self.recurrent_decay_floor,
-                norm=self.recurrent_norm, norm_eps=self.recurrent_norm_eps,
-                norm_first=self.input_norm_first)
-            b_in = self._dropout(b_in, self.recurrent_keep_rate, training)
-            drive = drive + self._dense(b_in, self.feedback_kernel, self.feedback_bias)
-        z = ops.reshape(drive, (-1, g, c)) + forward[:, :, None]                   # [B, g, c]
-
-        if self.boost_strength > 0:
-            rho = z * ops.reshape(ops.cast(self.boost, dtype), (1, g, c))
-        else:
-            refractory = 1.0 - ops.reshape(inhibition, (-1, g, c))
-            refractory = self._dropout(refractory, self.hidden_keep_rate, training)
-            rho = rsm_ops.inhibition_ranking(z, refractory)
-        mask = tf.stop_gradient(rsm_ops.group_cell_mask(rho, self.active_groups))     # [B, g, c]
-        y = self.activation(z * mask)                                             # [B, g, c]
-
-        pooled = ops.max(y, axis=-1) if self.decoder_pooling == "max" else ops.sum(y, axis=-1)
-        decoded = self._dense(pooled, self.decoder_kernel, self.decoder_bias)
-        decoded = self.decoder_activation(decoded)
-
-        y_flat = ops.reshape(y, (-1, self.units))
-        mask_flat = ops.reshape(mask, (-1, self.units))
-        encoding = tf.stop_gradient(y_flat)
-        new_inhibition = ops.maximum(self.inhibition_decay * inhibition,
-                                     mask_flat if self.inhibition_with_mask else encoding)
-        new_states = [x, encoding, new_inhibition]
-        new_states += [t for t in (r_trace, f_trace, b_trace) if t is not None]
-        new_states = [tf.stop_gradient(s) for s in new_states]
+            with tf.name_scope("feedback"):
+                feedback = tf.stop_gradient(ops.cast(feedback, dtype))
+                b_in, b_trace = rsm_ops.condition_input(
+                    feedback, b_trace, decay=self.recurrent_decay,
+                    floor=self.recurrent_decay_floor, norm=self.recurrent_norm,
+                    norm_eps=self.recurrent_norm_eps, norm_first=self.input_norm_first)
+                b_in = self._dropout(b_in, self.recurrent_keep_rate, training)
+                drive = drive + self._dense(b_in, self.feedback_kernel, self.feedback_bias)
+        with tf.name_scope("selection"):
+            z = ops.reshape(drive, (-1, g, c)) + forward[:, :, None]               # [B, g, c]
+            if self.boost_strength > 0:
+                rho = z * ops.reshape(ops.cast(self.boost, dtype), (1, g, c))
+            else:
+                refractory = 1.0 - ops.reshape(inhibition, (-1, g, c))
+                refractory = self._dropout(refractory, self.hidden_keep_rate, training)
+                rho = rsm_ops.inhibition_ranking(z, refractory)
+            mask = tf.stop_gradient(rsm_ops.group_cell_mask(rho, self.active_groups))
+        with tf.name_scope("activation"):
+            y = self.activation(z * mask)                                         # [B, g, c]
+        with tf.name_scope("decoder"):
+            pooled = (ops.max(y, axis=-1) if self.decoder_pooling == "max"
+                      else ops.sum(y, axis=-1))
+            decoded = self._dense(pooled, self.decoder_kernel, self.decoder_bias)
+            decoded = self.decoder_activation(decoded)
+        with tf.name_scope("state"):
+            y_flat = ops.reshape(y, (-1, self.units))
+            mask_flat = ops.reshape(mask, (-1, self.units))
+            encoding = tf.stop_gradient(y_flat)
+            new_inhibition = ops.maximum(self.inhibition_decay * inhibition,
+                                         mask_flat if self.inhibition_with_mask else encoding)
+            new_states = [x, encoding, new_inhibition]
+            new_states += [t for t in (r_trace, f_trace, b_trace) if t is not None]
+            new_states = [tf.stop_gradient(s) for s in new_states]
         return RSMStep(encoding, decoded, mask_flat, new_states)
 
     def call(self, inputs, states, training=False):

@@ -4,6 +4,8 @@ All functions take and return tensors of the compute dtype; none holds state.
 """
 import tensorflow as tf
 
+from pagi_rsm.ops import k_winners as kw_ops
+
 
 def sum_normalize(z, eps, absolute=False):
     """Per-sample sum normalisation N(z) = z / (sum(z) + eps), docs/rsm.md#traces-and-norms.
@@ -84,9 +86,35 @@ def inhibition_ranking(z, refractory):
 
 
 def top_k_mask(scores, k):
-    """Binary mask of exactly the `k` largest entries of the last axis (ties → lower index)."""
-    _, indices = tf.math.top_k(scores, k=k, sorted=False)
-    return tf.reduce_sum(tf.one_hot(indices, tf.shape(scores)[-1], dtype=scores.dtype), axis=-2)
+    """Binary mask of exactly the `k` largest entries of the last axis (ties → lower index).
+
+    The rule is explicit (see `pagi_rsm.ops.k_winners.k_winners_mask` with
+    ``break_ties=True``): every entry above the k-th largest value wins, and the entries tied
+    at that value fill the remaining places in index order. It does not depend on the order in
+    which a device's top-k kernel returns tied entries, so CPU and XLA give the same mask.
+    """
+    return tf.cast(kw_ops.k_winners_mask(scores, k, break_ties=True), scores.dtype)
+
+
+def first_max_mask(scores, axis_max=None):
+    """Boolean one-hot of the first (lowest-index) maximum along the last axis.
+
+    Args:
+      scores: real tensor [..., c] with a static last axis.
+      axis_max: optional ``reduce_max(scores, axis=-1)``, when the caller has it already.
+
+    Returns:
+      bool tensor like `scores`, exactly one True per row (the lowest index among the entries
+      equal to the row's maximum). Computed with comparisons and a min over the cell index, so
+      the tie rule is the same on every device (unlike `argmax`, whose order on ties is not
+      promised).
+    """
+    c = scores.shape[-1]
+    if axis_max is None:
+        axis_max = tf.reduce_max(scores, axis=-1)
+    index = tf.range(c, dtype=tf.int32)
+    first = tf.reduce_min(tf.where(scores >= axis_max[..., None], index, c), axis=-1)
+    return tf.equal(index, first[..., None])
 
 
 def group_cell_mask(rho, k):
@@ -99,34 +127,70 @@ def group_cell_mask(rho, k):
     Returns:
       Binary mask [B, g, c] with exactly k ones per sample (one cell in each of k groups).
 
-    The best cell is `argmax` over the cells of the group, so exact ties go to the lower cell
-    index. This contains the original's "all cells equal → cell 0" rule; it differs from the
-    original only under partial exact float ties (measure zero), where the original could keep
-    several cells of one group and this keeps one, so exactly k cells are always active
-    (docs/rsm.md#quirks item 6).
+    Tie rule (explicit and device-independent): groups are ranked by their best cell's score;
+    groups tied at the k-th score are taken in group-index order (`top_k_mask`); within a group
+    the cell is the lowest index among the cells with the group's maximum (`first_max_mask`).
+    This contains the original's "all cells equal → cell 0" rule. It differs from the original
+    under partial exact ties, which occur right after a zero state (R = 0 exactly, so the
+    uninhibited cells of a group tie): the original then keeps every tied cell, this keeps the
+    lowest-index one, so exactly k cells are always active (docs/rsm.md#quirks item 6).
     """
-    group_scores = tf.reduce_max(rho, axis=-1)
-    group_mask = top_k_mask(group_scores, k)
-    return best_cell_mask(rho, group_mask)
+    group_scores = tf.reduce_max(rho, axis=-1)                                 # [B, g]
+    group_mask = kw_ops.k_winners_mask(group_scores, k, break_ties=True)       # [B, g] bool
+    return best_cell_mask(rho, tf.cast(group_mask, rho.dtype), group_scores)
 
 
-def best_cell_mask(rho, group_mask):
-    """The best cell (argmax over the last axis, lower index on exact ties) of each active group.
+def best_cell_mask(rho, group_mask, group_scores=None):
+    """The best cell of each active group: the first maximum (lowest index on exact ties, by
+    explicit comparisons, so every device and XLA agree; docs/rsm.md#selection).
 
     Args:
       rho: ranking scores [B, g, c].
       group_mask: [B, g], 1 where the group is active, 0 elsewhere (same dtype as `rho`).
+      group_scores: ``reduce_max(rho, -1)`` when the caller has it already.
 
     Returns:
       Binary mask [B, g, c]: one cell in each active group, none in the others.
     """
-    best_cell = tf.one_hot(tf.argmax(rho, axis=-1), tf.shape(rho)[-1], dtype=rho.dtype)
-    return best_cell * group_mask[..., None]
+    if group_scores is None:
+        group_scores = tf.reduce_max(rho, axis=-1)
+    best_cell = first_max_mask(rho, group_scores)                              # [B, g, c] bool
+    return tf.cast(best_cell, rho.dtype) * group_mask[..., None]
 
 
 def boost_from_duty_cycle(duty_cycle, target, boost_strength):
     """Boost per cell exp((target − duty_cycle)·boost_strength) (docs/rsm.md#boosting)."""
     return tf.exp((target - duty_cycle) * boost_strength)
+
+
+def sparse_input_matmul(inputs, kernel, max_nonzero):
+    """``inputs @ kernel`` computed from the non-zero entries of `inputs` only.
+
+    Args:
+      inputs: [B, n] with at most `max_nonzero` non-zero entries per row (e.g. the recurrent
+        input of an RSM layer without a trace: k active cells).
+      kernel: [n, m].
+      max_nonzero: Python int, the bound on the non-zeros per row (used by the XLA form).
+
+    Returns:
+      [B, m], equal to the dense matmul up to float summation order. The gradient with respect
+      to `kernel` is ``inputs^T @ grad`` computed the same way (cost ∝ non-zeros × m).
+
+    Outside XLA the non-zeros (found by one `tf.where`, any number per row) form a
+    `tf.SparseTensor` and one `sparse_dense_matmul` adds their rows of `kernel`: about
+    B·k·m multiply-adds instead of B·n·m, and no [B, k, m] gather. XLA has no sparse-dense
+    matmul kernel, so inside `jit_compile=True` the `max_nonzero` largest |entries| of each row
+    are gathered instead (their rows of `kernel` [B, k, m], then a weighted sum).
+    """
+    if kw_ops._in_xla_context():  # pylint: disable=protected-access
+        _, index = tf.math.top_k(tf.abs(inputs), k=max_nonzero, sorted=False)     # [B, k]
+        values = tf.gather(inputs, index, batch_dims=1)                           # [B, k]
+        rows = tf.gather(kernel, index)                                           # [B, k, m]
+        return tf.einsum("bk,bkm->bm", values, rows)
+    indices = tf.where(tf.not_equal(inputs, tf.zeros((), inputs.dtype)))          # [nnz, 2]
+    values = tf.gather_nd(inputs, indices)
+    sparse = tf.SparseTensor(indices, values, tf.shape(inputs, out_type=tf.int64))
+    return tf.sparse.sparse_dense_matmul(sparse, kernel)
 
 
 def sparse_rows_matmul(r, kernel, k):
