@@ -15,7 +15,6 @@ combines the tables of several sweep directories (e.g. columns run in parallel).
 """
 import csv
 import glob
-import json
 import os
 
 import numpy as np
@@ -23,7 +22,7 @@ import numpy as np
 from pagi_rsm.components.retrieval_models import KINDS
 from pagi_rsm.datasets import associative_retrieval as ar
 from pagi_rsm.options import Option
-from pagi_rsm.workflows.workflow import RESULTS_FILE, Workflow
+from pagi_rsm.workflows.workflow import RESULTS_FILE, Workflow, finished_results
 
 __all__ = ["AssociativeRetrievalWorkflow", "error_rate", "format_table", "write_table",
            "merge_tables", "PAPER_TABLE"]
@@ -250,14 +249,11 @@ def merge_tables(directories, out_dir):
 
 def _table_row(results_path):
     """A `format_table` row from a run's results.json (None if it is not a finished run)."""
-    with open(results_path, encoding="utf-8") as f:
-        results = json.load(f)
-    evaluation = results.get("evaluation") or {}
-    if evaluation.get("test_error") is None:
+    finished = finished_results(results_path, "test_error")
+    if finished is None:
         return None
-    experiment = results["options"]["experiment-options"]
-    hparams = experiment["hparams_override"]
-    options = results["options"]["workflow-options"]
+    results, experiment, hparams, options = finished
+    evaluation = results["evaluation"]
     return {"kind": hparams["kind"], "units": hparams["units"], "pairs": options["pairs"],
             "seed": experiment["seed"], "test_error": evaluation["test_error"],
             "validation_error": evaluation["validation_error"],

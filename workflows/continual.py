@@ -35,7 +35,6 @@ from the boundary and ends with the same matrix as an uninterrupted run. The exp
 """
 import csv
 import glob
-import json
 import math
 import os
 
@@ -45,7 +44,7 @@ import numpy as np
 from pagi_rsm import definitions
 from pagi_rsm.datasets import continual as data
 from pagi_rsm.options import Option
-from pagi_rsm.workflows.workflow import RESULTS_FILE, Workflow
+from pagi_rsm.workflows.workflow import RESULTS_FILE, Workflow, finished_results
 
 _IMAGE_SHAPES = {"permuted_mnist": [28, 28, 1], "split_mnist": [28, 28, 1],
                  "split_cifar100": [32, 32, 3]}
@@ -275,7 +274,6 @@ class ContinualWorkflow(Workflow):
 
     def train(self, model, dataset, start_batch):
         """Trains the tasks not yet done, evaluating after each; checkpoints at task ends."""
-        import tensorflow as tf
         from pagi_rsm.callbacks.boost_strength import BoostStrengthDecay
         options = self.options
         tasks = options["num_tasks"]
@@ -422,14 +420,11 @@ TABLE_FIELDS = ["experiment", "benchmark", "tasks", "heads", "architecture", "sp
 
 def _table_row(results_path):
     """A table row from a run's results.json (None if the run finished no task)."""
-    with open(results_path, encoding="utf-8") as f:
-        results = json.load(f)
-    evaluation = results.get("evaluation") or {}
-    if evaluation.get("average_accuracy") is None:
+    finished = finished_results(results_path, "average_accuracy")
+    if finished is None:
         return None
-    experiment = results["options"]["experiment-options"]
-    hparams = experiment["hparams_override"]
-    options = results["options"]["workflow-options"]
+    results, experiment, hparams, options = finished
+    evaluation = results["evaluation"]
     return {"experiment": options.get("experiment") or results.get("trial") or "run",
             "benchmark": options["benchmark"], "tasks": options["num_tasks"],
             "heads": hparams["num_heads"], "architecture": hparams["architecture"],

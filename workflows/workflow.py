@@ -672,6 +672,19 @@ def plan_directories(config, summary_dir=None, checkpoint_dir=None):
     return summary_dir, checkpoint_dir
 
 
+def finished_results(results_path, metric):
+    """A run's results.json as ``(results, experiment-options, hparams, workflow-options)``, or
+    None when its evaluation has no `metric` (the run did not finish). Tables across the runs
+    of a sweep are made from these."""
+    with open(results_path, encoding="utf-8") as f:
+        results = json.load(f)
+    if (results.get("evaluation") or {}).get(metric) is None:
+        return None
+    experiment = results["options"]["experiment-options"]
+    return (results, experiment, experiment["hparams_override"],
+            results["options"]["workflow-options"])
+
+
 def format_summary(results):
     """The one-screen summary of a run's results."""
     from pagi_rsm.callbacks.progress import format_duration

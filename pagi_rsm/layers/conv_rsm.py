@@ -192,12 +192,7 @@ class ConvRSM(RSMCell):
                 name="feedback_kernel", shape=(self.feedback_shape[2], n),
                 initializer=self.feedback_initializer)
             self.feedback_bias = self._bias("feedback_bias", n, self.use_feedback_bias)
-        self.duty_cycle = self.add_weight(
-            name="duty_cycle", shape=(n,), initializer="zeros", trainable=False,
-            aggregation="only_first_replica")
-        self.boost = self.add_weight(
-            name="boost", shape=(n,), initializer="ones", trainable=False,
-            aggregation="only_first_replica")
+        self._add_statistics(n)
 
     # ------------------------------------------------------------------ step
     @property

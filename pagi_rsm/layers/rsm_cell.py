@@ -271,8 +271,11 @@ class RSMCell(keras.layers.Layer):
                 name="feedback_kernel", shape=(self.feedback_units, n),
                 initializer=self.feedback_initializer)
             self.feedback_bias = self._bias("feedback_bias", n, self.use_feedback_bias)
-        # Cell statistics (docs/rsm.md#duty-cycles), updated by `update_duty_cycle`, never by
-        # gradients.
+        self._add_statistics(n)
+
+    def _add_statistics(self, n):
+        """The cell statistics (docs/rsm.md#duty-cycles), updated by `update_duty_cycle`, never
+        by gradients."""
         self.duty_cycle = self.add_weight(
             name="duty_cycle", shape=(n,), initializer="zeros", trainable=False,
             aggregation="only_first_replica")
