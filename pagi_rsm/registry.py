@@ -168,3 +168,9 @@ register("component", "sequence_memory_stack",
 register("dataset", "grammar", "pagi_rsm.datasets.grammar:make_grammar_dataset",
          "Generated grammar strings (embedded Reber by default) rendered as MNIST glyphs, "
          "B parallel streams")
+
+register("workflow", "language", "pagi_rsm.workflows.language:LanguageWorkflow",
+         "Penn Treebank next word: RSM + word cache + uniform ensemble, perplexity")
+
+register("dataset", "ptb", "pagi_rsm.datasets.ptb:make_language_dataset",
+         "Penn Treebank word streams (training at random offsets, evaluation striped)")
