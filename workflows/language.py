@@ -66,8 +66,18 @@ def data_dir(options):
     return os.path.join("..", "shared", "data", "ptb")
 
 
-@functools.lru_cache(maxsize=2)
 def _corpus(directory):
+    """The corpus of `directory`, read once per process while its files are unchanged."""
+    stamp = []
+    if os.path.isdir(directory):
+        for name in sorted(os.listdir(directory)):
+            info = os.stat(os.path.join(directory, name))
+            stamp.append((name, info.st_mtime_ns, info.st_size))
+    return _read_corpus(os.path.abspath(directory), tuple(stamp))
+
+
+@functools.lru_cache(maxsize=2)
+def _read_corpus(directory, stamp):
     from pagi_rsm.datasets.ptb import load_ptb
     return load_ptb(directory)
 
@@ -179,6 +189,8 @@ class LanguageWorkflow(Workflow):
             from pagi_rsm.datasets.embeddings import load_file
             load_file(options["embedding_file"], corpus.vocab_size)
 
+    _scorer = None
+
     # --- data -------------------------------------------------------------------------------------
 
     @property
@@ -220,12 +232,13 @@ class LanguageWorkflow(Workflow):
     def score(self, model, split, masses):
         """(metrics, TokenScores) of `split` with the ensemble `masses`."""
         from pagi_rsm.metrics.language_model import Scorer, summarize
-        decays = [masses["cache_decay"]] + [d for d in self.options["search_cache_decays"]
-                                            if d != masses["cache_decay"]]
-        scorer = Scorer(model, self.corpus.vocab_size, decays,
-                        (masses["layer_mass"], masses["cache_mass"], masses["uniform_mass"]))
+        if self._scorer is None or self._scorer.model is not model:
+            decays = sorted({self.options["cache_decay"], *self.options["search_cache_decays"]})
+            self._scorer = Scorer(model, self.corpus.vocab_size, decays)
         dataset, ids = self._eval_dataset(split)
-        scores = scorer.score(dataset)
+        scores = self._scorer.score(
+            dataset, (masses["layer_mass"], masses["cache_mass"], masses["uniform_mass"]),
+            masses["cache_decay"])
         metrics = summarize(scores, self.corpus.vocab_size, masses, self.corpus.unigram(), ids)
         return metrics, scores
 
@@ -265,7 +278,7 @@ class LanguageWorkflow(Workflow):
         """Validation at the end, the mass search on it, then the test file once."""
         if training["status"] == "nan":
             return {}
-        from pagi_rsm.metrics.language_model import search_masses
+        from pagi_rsm.metrics.language_model import mixture_log_prob, perplexity, search_masses
         batch = training["batches"]
         masses = self._masses()
         valid, scores = self.score(model, "valid", masses)
@@ -275,10 +288,12 @@ class LanguageWorkflow(Workflow):
             chosen = {k: found[k] for k in masses}
             valid["searched_ensemble_perplexity"] = found["perplexity"]
         self._record("valid", batch, valid, {"searched_masses": chosen})
-        test, _ = self.score(model, "test", chosen)
-        if chosen != masses:
-            configured, _ = self.score(model, "test", masses)
-            test["configured_ensemble_perplexity"] = configured["ensemble_perplexity"]
+        test, scores = self.score(model, "test", chosen)
+        if chosen != masses:  # the same scores give the configured ensemble's perplexity
+            d = scores.decays.index(masses["cache_decay"])
+            test["configured_ensemble_perplexity"] = perplexity(mixture_log_prob(
+                scores.p_layer, scores.p_cache[d], masses["layer_mass"], masses["cache_mass"],
+                masses["uniform_mass"], self.corpus.vocab_size))
         self._record("test", batch, test, {"masses": chosen})
         out = dict(test)
         out.update({f"valid_{k}": v for k, v in valid.items()})

@@ -43,7 +43,7 @@ class TokenScores:
       p_layer: float64 [N], softmax of the predictor at the true word.
       p_cache: float64 [D, N], the normalised cache at the true word, one row per cache decay.
       layer_correct, ensemble_correct, cache_correct: bool [N] (argmax == true word) of the
-        predictor alone, of the ensemble with the scorer's masses (first decay), of the cache.
+        predictor alone, of the ensemble scored, of the cache (its decay).
       decays: the D cache decays.
     """
     p_layer: np.ndarray
@@ -124,19 +124,19 @@ class Scorer:
     Args:
       model: a built `SequenceMemoryStack`.
       num_classes: K.
-      decays: cache decays to keep caches for (the first one is the ensemble's).
-      masses: (layer, cache, uniform) masses of the in-graph ensemble accuracy.
+      decays: cache decays to keep caches for.
+
+    One scorer serves any number of evaluations (its graph is traced once per chunk shape).
     """
 
-    def __init__(self, model, num_classes, decays, masses):
+    def __init__(self, model, num_classes, decays):
         import tensorflow as tf
         self.model = model
         self.num_classes = int(num_classes)
         self.decays = tuple(float(d) for d in decays)
-        self.masses = tuple(float(m) for m in masses)
         self._chunk = tf.function(self._score_chunk, reduce_retracing=True)
 
-    def _score_chunk(self, data, states, caches):
+    def _score_chunk(self, data, states, caches, masses, decay_index):
         import tensorflow as tf
         outputs, states = self.model.unroll(data, states=states, training=False)
         logits = tf.cast(outputs["logits"], tf.float32)          # [B, T, K]
@@ -145,13 +145,13 @@ class Scorer:
         p_layer = tf.exp(tf.gather(log_p, labels, axis=-1, batch_dims=2))
         layer_hit = tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels)
         decays = tf.constant(self.decays, tf.float32)[None, :, None]   # caches: [B, D, K]
-        m_layer, m_cache, m_uniform = self.masses
+        m_layer, m_cache, m_uniform = tf.unstack(masses)
         p_cache, ensemble_hit, cache_hit = [], [], []
         for t in range(labels.shape[1]):
             label = labels[:, t]
             normalised = caches / (tf.reduce_sum(caches, -1, keepdims=True) + CACHE_EPS)
             p_cache.append(tf.gather(normalised, label[:, None], axis=2, batch_dims=1)[..., 0])
-            first = normalised[:, 0]
+            first = tf.gather(normalised, decay_index, axis=1)
             mixed = m_layer * tf.exp(log_p[:, t]) + m_cache * first + m_uniform / self.num_classes
             ensemble_hit.append(tf.equal(tf.argmax(mixed, -1, output_type=tf.int32), label))
             cache_hit.append(tf.equal(tf.argmax(first, -1, output_type=tf.int32), label))
@@ -160,10 +160,19 @@ class Scorer:
         return (states, caches, p_layer, tf.stack(p_cache, axis=-1), layer_hit,
                 tf.stack(ensemble_hit, axis=1), tf.stack(cache_hit, axis=1))
 
-    def score(self, dataset):
+    def score(self, dataset, masses, cache_decay):
         """`TokenScores` of every scored token of `dataset` (elements of
-        `pagi_rsm.datasets.ptb.make_language_dataset` in "eval" mode)."""
+        `pagi_rsm.datasets.ptb.make_language_dataset` in "eval" mode).
+
+        `masses` (layer, cache, uniform) and `cache_decay` (one of `decays`) are the ensemble
+        whose accuracy is counted (`ensemble_correct`) and the cache `cache_correct` reads.
+        """
         import tensorflow as tf
+        if cache_decay not in self.decays:
+            raise ValueError(f"cache_decay {cache_decay} is not one of the scorer's decays "
+                             f"{self.decays}")
+        masses = tf.constant([float(m) for m in masses], tf.float32)
+        decay_index = tf.constant(self.decays.index(cache_decay), tf.int32)
         states = caches = None
         parts = [[] for _ in range(5)]
         for data in dataset:
@@ -172,7 +181,7 @@ class Scorer:
                 batch = int(data["labels"].shape[0])
                 states = self.model.zero_states(batch)
                 caches = tf.zeros((batch, len(self.decays), self.num_classes), tf.float32)
-            states, caches, *values = self._chunk(data, states, caches)
+            states, caches, *values = self._chunk(data, states, caches, masses, decay_index)
             p_layer, p_cache, layer_hit, ensemble_hit, cache_hit = [v.numpy() for v in values]
             parts[0].append(p_layer[score])
             parts[1].append(np.moveaxis(p_cache, 1, 0)[:, score])
