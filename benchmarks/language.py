@@ -28,6 +28,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "data", "ptb")
 
 
+def first(value):
+    """The first layer's value of a per-layer hparam (a scalar or a list)."""
+    return value[0] if isinstance(value, (list, tuple)) else value
+
+
 def timed(fn, repeats):
     fn()
     started = time.perf_counter()
@@ -115,7 +120,7 @@ def main():
     sparse = output_layer_seconds(batch, hidden, classes, steps, 3, sparse=True)
     figures = {
         "definition": args.definition, "batch": batch, "chunk_length": steps,
-        "cells": hp["groups"][0] * hp["cells_per_group"][0], "predictor_hidden": hidden,
+        "cells": first(hp["groups"]) * first(hp["cells_per_group"]), "predictor_hidden": hidden,
         "train_seconds_per_batch": round(step_seconds, 4),
         "train_tokens_per_s": round(train_tps, 1),
         "eval_tokens_per_s": round(eval_tps, 1),
