@@ -211,3 +211,9 @@ register("dataset", "image_sequence",
 register("component", "stream_lstm", "pagi_rsm.components.stream_lstm:StreamLSTM",
          "LSTM + softmax readout on continuing streams, truncated BPTT (image-sequence baseline)",
          options="pagi_rsm.hparams.stream_lstm:OPTIONS")
+
+register("workflow", "language", "pagi_rsm.workflows.language:LanguageWorkflow",
+         "Penn Treebank next word: RSM + word cache + uniform ensemble, perplexity")
+
+register("dataset", "ptb", "pagi_rsm.datasets.ptb:make_language_dataset",
+         "Penn Treebank word streams (training at random offsets, evaluation striped)")
