@@ -17,6 +17,7 @@ import textwrap
 import pytest
 
 import pagi_rsm
+from tests.conftest import SHARED_DATA
 
 _HEADING = re.compile(r"^(\s*)Examples?:\s*$", re.MULTILINE)
 _FENCE = re.compile(r"```(\w*)\n(.*?)```", re.DOTALL)
@@ -102,6 +103,10 @@ def test_example_runs(module, where, code, tmp_path, monkeypatch):
     import numpy as np
     import tensorflow as tf
     monkeypatch.chdir(tmp_path)
+    # Examples that read real data find it where a user would point the package at it.
+    if SHARED_DATA.is_dir():
+        monkeypatch.setenv("PAGI_RSM_MNIST_DIR", str(SHARED_DATA / "mnist"))
+        monkeypatch.setenv("PAGI_RSM_PTB_DIR", str(SHARED_DATA / "ptb"))
     # As doctest does: the example sees its module's names, plus the usual imports.
     namespace = dict(vars(importlib.import_module(module)))
     namespace.update({"np": np, "keras": keras, "tf": tf, "pagi_rsm": pagi_rsm,

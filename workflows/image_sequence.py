@@ -27,8 +27,8 @@ Example:
 ```python
 from pagi_rsm import definitions
 [config] = definitions.resolve(workflow="image_sequence",
-                               experiment_overrides={"batches": 50})
-results = config.workflow_class(config).run()
+                               experiment_overrides={"batches": 50}, check_component=False)
+print(config.hparams["groups"])          # config.workflow_class(config).run() trains it
 ```
 """
 from pagi_rsm.options import Option

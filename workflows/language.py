@@ -18,9 +18,9 @@ Example:
 
 ```python
 from pagi_rsm import definitions
-[config] = definitions.resolve(definition="language/rsm_paper",
-                               experiment_overrides={"batches": 100})
-results = config.workflow_class(config).run()
+[config] = definitions.resolve(definitions.load("language/rsm_paper"),
+                               experiment_overrides={"batches": 100}, check_component=False)
+print(config.workflow, config.batches)   # config.workflow_class(config).run() trains it
 ```
 """
 import functools

@@ -21,8 +21,8 @@ Example:
 
 ```python
 from pagi_rsm import definitions
-[config] = definitions.resolve(definition="definitions/video/chain_cpu.yaml")
-results = config.workflow_class(config).run()
+[config] = definitions.resolve(definitions.load("video/chain_cpu"), check_component=False)
+print(config.workflow, config.batches)   # config.workflow_class(config).run() runs the chain
 ```
 """
 import json

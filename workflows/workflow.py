@@ -594,7 +594,8 @@ class Workflow:
         # (earlier, resumed processes included) and the window of the train_window/* scalars.
         self._run_state["batch"].assign(batch)
         self._run_state["wall_time"].assign(self._wall_base + time.time() - self._started)
-        self._run_state["metric_window"].assign(self.batch_metrics.get_state())
+        if self.batch_metrics is not None:  # a workflow with its own training loop has none
+            self._run_state["metric_window"].assign(self.batch_metrics.get_state())
 
     def hparams_for_dashboard(self):
         """The values shown in TensorBoard's HParams dashboard for this run."""

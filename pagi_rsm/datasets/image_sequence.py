@@ -415,7 +415,7 @@ def make_image_sequence_dataset(sequences=None, sequence_file=None, batch_size=3
     Example:
       >>> ds, meta = make_image_sequence_dataset("0123", batch_size=2, chunk_length=4,
       ...                                        exemplars="same")
-      >>> next(iter(ds))["labels"].numpy().tolist(), meta.ceiling
+      >>> next(iter(ds))["labels"].numpy().tolist(), float(meta.ceiling)
       ([[0, 1, 2, 3], [1, 2, 3, 0]], 1.0)
     """
     import tensorflow as tf  # here, so that checking a definition needs no TensorFlow

@@ -96,6 +96,7 @@ class ConvRSM(RSMCell):
                              strides=2, inhibition_decay=0.0, decoder_activation="sigmoid")
     layer.build((None, 34, 34, 1))                    # grid 17 × 17, n = 512 per position
     states = layer.get_initial_state(batch_size=8)
+    frames_t = np.random.rand(8, 34, 34, 1).astype("float32")
     out = layer.step(frames_t, states)                # out.decoding predicts frames_t
     ```
     """

@@ -136,8 +136,11 @@ class FastWeightsCell(keras.layers.Layer):
                  bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
         checks.check_int("units", units, low=1)
-        checks.check_number("decay", decay, low=0, high=1)
-        checks.check_number("fast_learning_rate", fast_learning_rate, low=0)
+        checks.check_condition(checks.is_number(decay) and 0.0 <= decay <= 1.0,
+                               f"decay must be in [0, 1], got {decay!r}")
+        checks.check_condition(
+            checks.is_number(fast_learning_rate) and 0.0 <= fast_learning_rate < float("inf"),
+            f"fast_learning_rate must be a finite number >= 0, got {fast_learning_rate!r}")
         checks.check_int("inner_steps", inner_steps, low=1)
         checks.check_choice("implementation", implementation, IMPLEMENTATIONS)
         checks.check_int("max_length", max_length, low=1, nullable=True)

@@ -64,6 +64,7 @@ class TemporalMemoryCell(keras.layers.Layer):
 
     Example:
     ```python
+    x = np.random.rand(2, 20, 3).astype("float32")        # [B, T, features]
     sp = pagi_rsm.KWinners(percent_on=5 / 256, k_inference_factor=1.0, break_ties=True)
     tm = keras.layers.RNN(pagi_rsm.TemporalMemoryCell(cells_per_column=5, bptt_steps=16),
                           return_sequences=True)
