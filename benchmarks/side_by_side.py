@@ -4,6 +4,7 @@ The machine is shared and noisy (absolute times wander ±30%), so every benchmar
 variants measured in the same run: each repetition times every variant back to back, in a
 rotating order, and ratios are medians over repetitions of per-repetition ratios.
 """
+import os
 import statistics
 import time
 
@@ -84,8 +85,9 @@ MATMUL_LABEL = "matmul_2048"
 def matmul_variant(size=2048):
     """(label, step, flops): a size³ float32 matmul, the machine's reference rate.
 
-    Timed among a benchmark's variants, it shows the load the machine was under: on a quiet
-    2-core AVX2 machine it runs at about 300 GFLOP/s.
+    Timed among a benchmark's variants, it shows the load the machine was under. Quiet
+    2-core machines measured: about 300 GFLOP/s with AVX-512, 105-125 GFLOP/s with AVX2 + FMA
+    only (docs/performance.md).
     """
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     a = tf.random.normal((size, size), seed=1)
@@ -94,9 +96,31 @@ def matmul_variant(size=2048):
     return MATMUL_LABEL, step, 2 * size ** 3
 
 
+# Quiet 2-core figures of the 2048^3 matmul, by the widest vector unit (docs/performance.md).
+QUIET_MATMUL_GFLOPS = {"avx512": "about 300", "avx2": "105-125"}
+
+
+def cpu_vector_unit():
+    """"avx512", "avx2" or "other": the widest float vector unit the CPU reports (Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), [])
+    except OSError:
+        return "other"
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2" if "avx2" in flags and "fma" in flags else "other"
+
+
 def machine_line(times, flops, label=MATMUL_LABEL):
-    """One line giving the matmul rate measured among the variants (median [quartiles])."""
+    """One line giving the matmul rate measured among the variants (median [quartiles]) and
+    what the same matmul gives on a quiet machine with this CPU's vector unit."""
     rates = [flops / (ms / 1e3) / 1e9 for ms in times[label]["wall"]]
+    unit = cpu_vector_unit()
+    quiet = QUIET_MATMUL_GFLOPS.get(unit)
+    reference = (f"{quiet} GFLOP/s on a quiet 2-core {unit.upper()} machine" if quiet
+                 else "no quiet reference for this CPU")
     return (f"machine: 2048^3 float32 matmul {describe(rates, ' GFLOP/s', 1)} in this run "
-            f"(median [quartiles] of {len(rates)} interleaved repetitions; about 300 on a quiet "
-            f"machine)")
+            f"(median [quartiles] of {len(rates)} interleaved repetitions; {reference}; "
+            f"{os.cpu_count()} logical CPUs)")

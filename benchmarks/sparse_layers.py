@@ -7,7 +7,7 @@ every variant back to back, in a rotating order) and timed after warm-up. The ta
 median ms per step of each variant and the median over repetitions of the per-repetition ratio
 sparse / dense, so load from other processes affects both sides alike; every figure is given
 with its quartiles over the repetitions, and a 2048³ float32 matmul timed among the variants of
-every case shows the load the machine was under (about 300 GFLOP/s when quiet).
+every case shows the load the machine was under (see `side_by_side.machine_line`).
 
 Cases (targets from the project brief):
 

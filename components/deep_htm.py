@@ -29,50 +29,22 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from pagi_rsm.checks import check_int
+from pagi_rsm.checkpointing import model_items
+from pagi_rsm.hparams.deep_htm import OPTIONS
 from pagi_rsm.layers.k_winners import KWinners
 from pagi_rsm.layers.temporal_memory import TemporalMemoryCell
+from pagi_rsm.models.hparams_config import HparamsConfig
 from pagi_rsm.models.stream_state import StreamState
 from pagi_rsm.ops.sparse_matmul import top_k_matmul
 
-__all__ = ["DeepHTM", "default_hparams"]
-
-_DEFAULTS = {
-    "input_dim": 1,
-    "encoder_units": [256, 256],
-    "columns": 256,
-    "active_columns": 5,
-    "boost_strength": 0.0,
-    "boost_strength_factor": 1.0,
-    "duty_cycle_period": 1000,
-    "cells_per_column": 5,
-    "sparse_reads": True,
-    "decoder_units": [256],
-    "bptt_steps": 0,
-    "streams": 0,
-    "learning_rate": 1e-3,
-    "decay_steps": 0,
-    "final_learning_rate": 1e-4,
-}
-
-
-def default_hparams():
-    """The hparams a definition may set (``hparams_override``) with their defaults."""
-    return {k: (list(v) if isinstance(v, list) else v) for k, v in _DEFAULTS.items()}
-
-
-def _units(name, value):
-    values = list(value) if isinstance(value, (list, tuple)) else [value]
-    for v in values:
-        check_int(f"{name} entries", v, 1)
-    return values
+__all__ = ["DeepHTM"]
 
 
 @keras.saving.register_keras_serializable(package="pagi_rsm")
-class DeepHTM(keras.Model):
+class DeepHTM(HparamsConfig, keras.Model):
     """Encoder -> spatial pooler -> temporal memory -> decoder (see the module docstring).
 
-    Args (the hparams; defaults in `default_hparams()`):
+    Args (the hparams, declared in `pagi_rsm.hparams.deep_htm.OPTIONS` with their defaults):
       input_dim: D, features per step (>= 1).
       encoder_units: sizes of the encoder's ReLU layers (list; [] for none).
       columns: spatial-pooler columns (>= 2).
@@ -87,6 +59,9 @@ class DeepHTM(keras.Model):
         active cells select, instead of dense matmuls (default True; the same numbers, far
         fewer operations: with the defaults 5 of 1280 rows).
       decoder_units: sizes of the decoder's ReLU layers before its linear output (list).
+      predict_change: the decoder's output is the change x_{t+1} − x_t, added to the current
+        input x_t (default False: the output is x_{t+1} itself). The untrained model then
+        starts near persistence and learns corrections to it.
       bptt_steps: truncation length of backpropagation through time (0: the whole window).
       streams: 0 (default): every training batch starts from the zero state (independent
         windows). B > 0: the batches are B continuing streams (row b of every batch continues
@@ -109,58 +84,31 @@ class DeepHTM(keras.Model):
       free-running forecasts with `pagi_rsm.generation`).
     """
 
-    default_hparams = staticmethod(default_hparams)
+    options = OPTIONS
+    """The declared hparams (`pagi_rsm.hparams.deep_htm.OPTIONS`)."""
 
-    def __init__(self, input_dim=1, encoder_units=(256, 256), columns=256, active_columns=5,
-                 boost_strength=0.0, boost_strength_factor=1.0, duty_cycle_period=1000,
-                 cells_per_column=5, sparse_reads=True, decoder_units=(256,),
-                 bptt_steps=0, streams=0, learning_rate=1e-3, decay_steps=0,
-                 final_learning_rate=1e-4, **kwargs):
+    def __init__(self, **hparams):
+        kwargs = {k: hparams.pop(k) for k in ("name", "trainable", "dtype") if k in hparams}
         super().__init__(**kwargs)
-        check_int("input_dim", input_dim, 1)
-        check_int("columns", columns, 2)
-        check_int("active_columns", active_columns, 1)
-        if active_columns >= columns:
-            raise ValueError(f"active_columns must be < columns ({columns}), got "
-                             f"{active_columns}")
-        if not isinstance(sparse_reads, bool):
-            raise ValueError(f"sparse_reads must be True or False, got {sparse_reads!r}")
-        if not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
-            raise ValueError(f"learning_rate must be a number > 0, got {learning_rate!r}")
-        check_int("decay_steps", decay_steps, 0)
-        check_int("streams", streams, 0)
-        if (not isinstance(final_learning_rate, (int, float))
-                or not 0 < final_learning_rate <= learning_rate):
-            raise ValueError(f"final_learning_rate must be a number in (0, learning_rate="
-                             f"{learning_rate}], got {final_learning_rate!r}")
-        self.hparams = {
-            "input_dim": input_dim, "encoder_units": _units("encoder_units", encoder_units),
-            "columns": columns, "active_columns": active_columns,
-            "boost_strength": float(boost_strength),
-            "boost_strength_factor": float(boost_strength_factor),
-            "duty_cycle_period": duty_cycle_period, "cells_per_column": cells_per_column,
-            "sparse_reads": sparse_reads,
-            "decoder_units": _units("decoder_units", decoder_units),
-            "bptt_steps": bptt_steps, "streams": streams,
-            "learning_rate": float(learning_rate),
-            "decay_steps": decay_steps, "final_learning_rate": float(final_learning_rate),
-        }
+        self.hparams = OPTIONS.check({**OPTIONS.defaults(), **hparams})
         hp = self.hparams
         self.encoder = [keras.layers.Dense(u, activation="relu", name=f"encoder_{i}")
                         for i, u in enumerate(hp["encoder_units"])]
-        self.proximal = keras.layers.Dense(columns, name="proximal")
+        self.proximal = keras.layers.Dense(hp["columns"], name="proximal")
         self.spatial_pooler = KWinners(
-            percent_on=active_columns / columns, k_inference_factor=1.0,
-            boost_strength=boost_strength, boost_strength_factor=boost_strength_factor,
-            duty_cycle_period=duty_cycle_period, break_ties=True, name="spatial_pooler")
+            percent_on=hp["active_columns"] / hp["columns"], k_inference_factor=1.0,
+            boost_strength=hp["boost_strength"],
+            boost_strength_factor=hp["boost_strength_factor"],
+            duty_cycle_period=hp["duty_cycle_period"], break_ties=True, name="spatial_pooler")
         self.tm_cell = TemporalMemoryCell(
-            cells_per_column, bptt_steps=bptt_steps, active_columns=active_columns,
-            recurrent_path="sparse" if sparse_reads else "dense", name="temporal_memory")
+            hp["cells_per_column"], bptt_steps=hp["bptt_steps"],
+            active_columns=hp["active_columns"],
+            recurrent_path="sparse" if hp["sparse_reads"] else "dense", name="temporal_memory")
         self.temporal_memory = keras.layers.RNN(self.tm_cell, return_sequences=True,
                                                 return_state=True, name="temporal_memory_rnn")
         self.decoder = [keras.layers.Dense(u, activation="relu", name=f"decoder_{i}")
                         for i, u in enumerate(hp["decoder_units"])]
-        self.readout = keras.layers.Dense(input_dim, name="readout")
+        self.readout = keras.layers.Dense(hp["input_dim"], name="readout")
         self.stream_state = None
 
     # --- construction -----------------------------------------------------------------------
@@ -192,12 +140,6 @@ class DeepHTM(keras.Model):
                                             self.tm_cell.state_size, name="stream_state")
         self.built = True
 
-    def get_config(self):
-        return {**self.hparams, "name": self.name}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
     def compile(self, optimizer=None, loss=None, **kwargs):
         """`keras.Model.compile` with Adam (`learning_schedule()`) and mean squared error by
@@ -218,13 +160,9 @@ class DeepHTM(keras.Model):
             alpha=hp["final_learning_rate"] / hp["learning_rate"])
 
     def checkpoint_items(self):
-        """Trackables for a `tf.train.Checkpoint`: every weight by path (layers held in Python
-        lists are not checkpoint children of a Keras 3 model; the stream state is included)
-        and the optimizer."""
-        weights = {w.path.replace("/", "."): w for w in self.weights}
-        if len(weights) != len(self.weights):
-            raise RuntimeError("weight paths of the model are not unique")
-        return {"weights": weights, "optimizer": self.optimizer}
+        """Trackables for a `tf.train.Checkpoint`: every variable by path, the stream state
+        included (`pagi_rsm.checkpointing`), and the optimizer."""
+        return model_items(self, optimizer=self.optimizer)
 
     def compile_from_config(self, config):
         """Restores the compile settings saved in a `.keras` file (custom `compile` above)."""
@@ -257,8 +195,15 @@ class DeepHTM(keras.Model):
         """Runs a whole sequence: dict of predictions, columns, cells `[B, T, ...]`, state."""
         columns = self.encode_columns(ops.convert_to_tensor(inputs), training=training)
         cells, *state = self.temporal_memory(columns, initial_state=state, training=training)
-        return {"predictions": self.decode(cells), "columns": columns, "cells": cells,
-                "state": state}
+        return {"predictions": self._prediction(inputs, cells), "columns": columns,
+                "cells": cells, "state": state}
+
+    def _prediction(self, inputs, cells):
+        """The decoder's output, plus the current input when it predicts the change."""
+        decoded = self.decode(cells)
+        if self.hparams["predict_change"]:
+            decoded = decoded + ops.cast(inputs, decoded.dtype)
+        return decoded
 
     def call(self, inputs, training=False):
         if isinstance(inputs, dict):
@@ -277,7 +222,7 @@ class DeepHTM(keras.Model):
     def step(self, x, state):
         """One inference step `x [B, D]` -> (prediction of the next value [B, D], state)."""
         cells, state = self.tm_cell(self.encode_columns(x, training=False), state)
-        return self.decode(cells), state
+        return self._prediction(x, cells), state
 
     # --- TensorBoard ----------------------------------------------------------------------------
 

@@ -40,13 +40,15 @@ class FrozenMemoryGAN(keras.Model):
     def metrics(self):
         return self.rectifier.metrics
 
-    def pairs(self, data):
-        """(prediction, real) frames [B*T, H, W, C] of one chunk; the stream state moves on."""
+    def pairs(self, data, move_on=True):
+        """(prediction, real) frames [B*T, H, W, C] of one chunk; the stream state moves on
+        unless `move_on` is False."""
         if isinstance(data, tuple):  # Keras packs (x, y, sample_weight)
             data = data[0]
         out, states = self.memory.unroll(data, training=False)
-        for state, values in zip(self.memory.stream_states, states):
-            state.write(values)
+        if move_on:
+            for state, values in zip(self.memory.stream_states, states):
+                state.write(values)
         x = data["inputs"]
         frame = tuple(x.shape[2:])
         prediction = tf.reshape(tf.stop_gradient(out["decoding_0"]), (-1, *frame))
@@ -61,5 +63,7 @@ class FrozenMemoryGAN(keras.Model):
         return self.rectifier.test_step({"prediction": prediction, "target": real})
 
     def call(self, data, training=False):
-        prediction, _ = self.pairs(data)
+        """The rectified predictions of one chunk; the streams' stored state is left as it is
+        (Keras may call this to build the model, outside the training loop)."""
+        prediction, _ = self.pairs(data, move_on=False)
         return self.rectifier(prediction, training=training)

@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from pagi_rsm.checkpointing import model_items
 from pagi_rsm.checks import check_int
 from pagi_rsm.distribute import replica_sum
 from pagi_rsm.hparams.sequence_memory_stack import OPTIONS
@@ -17,6 +18,7 @@ from pagi_rsm.layers.conv_rsm import ConvRSM
 from pagi_rsm.layers.rsm_cell import RSMCell
 from pagi_rsm.metrics.duty_cycle import binary_entropy, max_entropy
 from pagi_rsm.metrics.windowed_rate import WindowedRate
+from pagi_rsm.models.hparams_config import HparamsConfig
 from pagi_rsm.models.stream_state import StreamState
 from pagi_rsm.optimizers import FusedAdam
 from pagi_rsm.components.predictor import Predictor
@@ -111,7 +113,7 @@ def _tape(record):
 
 
 @keras.saving.register_keras_serializable(package="pagi_rsm")
-class SequenceMemoryStack(keras.Model):
+class SequenceMemoryStack(HparamsConfig, keras.Model):
     """A stack of RSM layers with a predictor, trained by local, immediate credit assignment.
 
     A layer is a fully connected `RSMCell` (per-layer `kernel_size` -1, the default) or a
@@ -251,17 +253,14 @@ class SequenceMemoryStack(keras.Model):
             return cell
         kernel, strides = _conv_geometry(layer_hp["kernel_size"][l], layer_hp["strides"][l])
         feedback = None if above is None else (above if len(above) == 3 else (1, 1, above[0]))
-        cell = ConvRSM(kernel_size=kernel, strides=strides, feedback_shape=feedback, **args)
+        # The feedback is layer l+1's code: at most its k active cells per position.
+        cell = ConvRSM(kernel_size=kernel, strides=strides, feedback_shape=feedback,
+                       feedback_max_active=None if above is None
+                       else layer_hp["active_groups"][l + 1], **args)
         cell.build((None, *shape))
         return cell
 
     # ------------------------------------------------------------------ configuration
-    def get_config(self):
-        return {**self.hparams, "name": self.name}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
     def compile(self, learning_rate=None, **kwargs):
         """Creates one Adam optimiser per memory layer and one for the predictor.
@@ -286,16 +285,12 @@ class SequenceMemoryStack(keras.Model):
     def checkpoint_items(self):
         """Trackables to put in a `tf.train.Checkpoint`: the model (weights, stream state,
         statistics) and every optimiser."""
-        # Keras 3 layers held in Python lists are not TF-trackable children, so the model
-        # object alone would checkpoint only some of its variables: list every weight by path.
-        weights = {w.path.replace("/", "."): w for w in self.weights}
-        if len(weights) != len(self.weights):
-            raise RuntimeError("weight paths of the model are not unique")
-        items = {"weights": weights}
-        if self.predictor_optimizer is not None:
-            items["predictor_optimizer"] = self.predictor_optimizer
-        items.update({f"memory_optimizer_{l}": o for l, o in enumerate(self.memory_optimizers)})
-        return items
+        # Every variable by path (`pagi_rsm.checkpointing`). An uncompiled stack (a frozen
+        # memory that only runs forward) has no optimisers.
+        return model_items(
+            self, predictor_optimizer=getattr(self, "predictor_optimizer", None),
+            **{f"memory_optimizer_{l}": o
+               for l, o in enumerate(getattr(self, "memory_optimizers", ()))})
 
     @property
     def metrics(self):

@@ -13,14 +13,16 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from pagi_rsm.checkpointing import model_items
 from pagi_rsm.metrics.windowed_rate import WindowedRate
+from pagi_rsm.models.hparams_config import HparamsConfig
 from pagi_rsm.models.stream_state import StreamState
 
 from pagi_rsm.hparams.stream_lstm import OPTIONS
 
 
 @keras.saving.register_keras_serializable(package="pagi_rsm")
-class StreamLSTM(keras.Model):
+class StreamLSTM(HparamsConfig, keras.Model):
     """LSTM + linear readout on B continuing streams, truncated BPTT over each chunk.
 
     At step t the readout of h_{t-1} (the state after x_{t-1}; for the first step of a chunk
@@ -57,12 +59,6 @@ class StreamLSTM(keras.Model):
         self.accuracy_tracker = keras.metrics.Mean(name="accuracy")
         self.built = True
 
-    def get_config(self):
-        return {**self.hparams, "name": self.name}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
     def compile(self, learning_rate=None, **kwargs):
         """Adam with `learning_rate` (default: the hparam)."""
@@ -72,11 +68,9 @@ class StreamLSTM(keras.Model):
         super().compile(optimizer=optimizer, **kwargs)
 
     def checkpoint_items(self):
-        """Trackables for a `tf.train.Checkpoint`: every weight by path and the optimiser."""
-        weights = {w.path.replace("/", "."): w for w in self.weights}
-        if len(weights) != len(self.weights):
-            raise RuntimeError("weight paths of the model are not unique")
-        return {"weights": weights, "optimizer": self.optimizer}
+        """Trackables for a `tf.train.Checkpoint`: every variable by path
+        (`pagi_rsm.checkpointing`) and the optimiser."""
+        return model_items(self, optimizer=self.optimizer)
 
     @property
     def metrics(self):

@@ -172,7 +172,8 @@ register("component", "sequence_memory_stack",
          options="pagi_rsm.hparams.sequence_memory_stack:OPTIONS")
 
 register("component", "deep_htm", "pagi_rsm.components.deep_htm:DeepHTM",
-         "HTM as one differentiable function: encoder, k-winner SP, TM, decoder (BPTT)")
+         "HTM as one differentiable function: encoder, k-winner SP, TM, decoder (BPTT)",
+         options="pagi_rsm.hparams.deep_htm:OPTIONS")
 
 register("dataset", "timeseries", "pagi_rsm.datasets.timeseries:make_dataset",
          "Windows of a sine wave or a CSV / whitespace series file, scaled, split by time")

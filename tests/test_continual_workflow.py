@@ -117,10 +117,6 @@ config.workflow_class(config).run()
 """
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known bug (issue 15): a run killed during task 2 and resumed from the task-1 checkpoint "
-    "matches tasks 0-1 but not task 2; likely a random or optimizer state that the task "
-    "checkpoint does not hold (dropout seed generator, SGD momentum). strict: passes -> fails"))
 def test_resume_after_sigkill_matches_uninterrupted_run(reference, tmp_path):
     _, expected = reference
     summary = tmp_path / "cut"

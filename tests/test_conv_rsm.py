@@ -232,51 +232,89 @@ def test_1x1_input_and_field_equals_rsm_cell():
         s_cell, s_conv = a.states, b.states
 
 
-def test_sparse_recurrent_path_equals_dense_with_gradients():
+@pytest.mark.parametrize("jit", [False, True])
+def test_sparse_recurrent_and_feedback_paths_equal_dense_with_gradients(jit):
+    """Same masks, codes and kernel gradients over 6 steps; the feedback is a k'-sparse code on
+    a 2×2 grid, resized to the 3×3 grid (so up to 4·k' non-zeros per position)."""
+    fb_shape, fb_k = (2, 2, 10), 2
     kwargs = dict(groups=G, cells_per_group=C, active_groups=K, kernel_size=3, strides=2,
-                  inhibition_decay=0.5, use_recurrent_bias=True)
+                  inhibition_decay=0.5, use_recurrent_bias=True, use_feedback_bias=True,
+                  feedback_shape=fb_shape, feedback_max_active=fb_k)
     dense = ConvRSM(recurrent_path="dense", **kwargs)
     sparse = ConvRSM(recurrent_path="sparse", **kwargs)
     assert sparse.uses_sparse_recurrent_path and not dense.uses_sparse_recurrent_path
+    assert sparse.uses_sparse_feedback_path and not dense.uses_sparse_feedback_path
+    assert sparse.feedback_max_nonzero == 4 * fb_k
     for layer in (dense, sparse):
         layer.build((None, H, W, D))
     sparse.set_weights(dense.get_weights())
-    xs = tf.constant(np.random.default_rng(5).uniform(size=(6, B, H, W, D)).astype("float32"))
+    rng = np.random.default_rng(5)
+    xs = tf.constant(rng.uniform(size=(6, B, H, W, D)).astype("float32"))
+    fbs = np.zeros((6, B) + fb_shape, "float32")
+    index = rng.integers(0, fb_shape[2], (6, B) + fb_shape[:2] + (fb_k,))
+    np.put_along_axis(fbs, index, rng.uniform(-1, 1, index.shape).astype("float32"), axis=-1)
+    kernels = ("recurrent_kernel", "feedback_kernel", "feedback_bias")
+
+    @tf.function(jit_compile=jit)
+    def steps(layer, x, fb, states):
+        with tf.GradientTape() as tape:
+            out = layer.step(x, states, feedback=fb)
+            loss = tf.reduce_sum((out.decoding - x) ** 2)
+        grads = tape.gradient(loss, [getattr(layer, k) for k in kernels])
+        return out, [tf.convert_to_tensor(g) for g in grads]
+
     s_d = s_s = zero_states(dense)
     for t in range(6):
-        with tf.GradientTape(persistent=True) as tape:
-            out_d, out_s = dense.step(xs[t], s_d), sparse.step(xs[t], s_s)
-            loss_d = tf.reduce_sum((out_d.decoding - xs[t]) ** 2)
-            loss_s = tf.reduce_sum((out_s.decoding - xs[t]) ** 2)
+        fb = tf.constant(fbs[t])
+        out_d, g_d = steps(dense, xs[t], fb, s_d)
+        out_s, g_s = steps(sparse, xs[t], fb, s_s)
         np.testing.assert_array_equal(out_d.mask, out_s.mask)
-        np.testing.assert_allclose(out_d.encoding, out_s.encoding, atol=1e-6)
-        np.testing.assert_allclose(tape.gradient(loss_d, dense.recurrent_kernel),
-                                   tf.convert_to_tensor(tape.gradient(loss_s,
-                                                                      sparse.recurrent_kernel)),
-                                   atol=1e-5)
+        np.testing.assert_allclose(out_d.encoding, out_s.encoding, atol=1e-5)
+        for u, v in zip(g_d, g_s):
+            np.testing.assert_allclose(u, v, atol=1e-4)
         s_d, s_s = out_d.states, out_s.states
 
 
-def test_sparse_rows_matmul_values_and_gradients():
-    from pagi_rsm.ops.rsm import sparse_rows_matmul
+def test_sparse_feedback_path_needs_a_bound_and_no_trace():
+    kwargs = dict(groups=64, cells_per_group=8, active_groups=3, kernel_size=5, strides=2,
+                  feedback_shape=(5, 5, 1024))
+    assert not ConvRSM(**kwargs).uses_sparse_feedback_path              # bound unknown
+    layer = ConvRSM(feedback_max_active=5, **kwargs)
+    layer.build((None, 34, 34, 1))
+    assert layer.feedback_max_nonzero == 20 and layer.uses_sparse_feedback_path
+    traced = ConvRSM(feedback_max_active=5, recurrent_decay=0.5, **kwargs)
+    traced.build((None, 34, 34, 1))
+    assert not traced.uses_sparse_feedback_path                         # a trace is dense
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_sparse_input_matmul_applies_values_fn_to_the_nonzeros_only(jit):
+    """The sparse paths' dropout: values_fn sees the non-zeros; the result equals the dense
+    matmul of the transformed input, and so does the kernel's gradient (graph and XLA forms)."""
+    from pagi_rsm.ops.rsm import sparse_input_matmul
     rng = np.random.default_rng(9)
     r = np.zeros((7, 10), "float32")
-    for row in r:
+    for row in r[1:]:                          # row 0 has no non-zeros (a reset sample)
         row[rng.choice(10, 3, replace=False)] = rng.normal(size=3)
     r = tf.constant(r)
     kernel = tf.constant(rng.normal(size=(10, 4)).astype("float32"))
     up = tf.constant(rng.normal(size=(7, 4)).astype("float32"))
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch([r, kernel])
-        dense = tf.reduce_sum((r @ kernel) * up)
-        sparse = tf.reduce_sum(sparse_rows_matmul(r, kernel, 3) * up)
+    seen = []
+
+    @tf.function(jit_compile=jit)
+    def both(r, kernel):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(kernel)
+            dense = tf.reduce_sum(((3.0 * r) @ kernel) * up)
+            sparse = tf.reduce_sum(sparse_input_matmul(
+                r, kernel, 3, values_fn=lambda v: seen.append(v.shape) or 3.0 * v) * up)
+        return sparse, dense, tape.gradient(sparse, kernel), tape.gradient(dense, kernel)
+
+    sparse, dense, g_sparse, g_dense = both(r, kernel)
     np.testing.assert_allclose(sparse, dense, rtol=1e-5)
-    np.testing.assert_allclose(tape.gradient(sparse, kernel), tape.gradient(dense, kernel),
-                               atol=1e-5)
-    nonzero = np.asarray(r) != 0       # the gradient of r reaches the k selected entries only
-    np.testing.assert_allclose(np.asarray(tape.gradient(sparse, r))[nonzero],
-                               np.asarray(tape.gradient(dense, r))[nonzero], atol=1e-5)
-    assert (np.asarray(tape.gradient(sparse, r))[~nonzero] == 0).all()
+    np.testing.assert_allclose(g_sparse, g_dense, atol=1e-5)
+    # values_fn got the non-zeros only: [nnz] outside XLA, [rows, max_nonzero] inside it
+    assert seen and (seen[0].rank == 2 if jit else seen[0].rank == 1)
 
 
 def test_auto_path_choice():

@@ -187,3 +187,19 @@ def test_compiled_stream_under_xla_equals_the_sequence_call(rng):
     free, _ = generation.compiled_free_run(model.step, jit_compile=True)(
         model.zero_state(1), x[:, 0], 5)
     assert free.shape == (1, 5, 2) and np.all(np.isfinite(free.numpy()))
+
+
+def test_predict_change_adds_the_decoded_change_to_the_current_input(rng):
+    x = tf.constant(rng.normal(size=(2, 6, 2)).astype("float32"))
+    plain, change = _small_model(), _small_model(predict_change=True)
+    change.set_weights(plain.get_weights())
+    np.testing.assert_allclose(change(x).numpy(), plain(x).numpy() + x.numpy(), atol=1e-5)
+    # With a zero readout the model is persistence: the prediction of x_{t+1} is x_t.
+    change.readout.kernel.assign(tf.zeros_like(change.readout.kernel))
+    change.readout.bias.assign(tf.zeros_like(change.readout.bias))
+    np.testing.assert_allclose(change(x).numpy(), x.numpy(), atol=1e-6)
+    state = change.zero_state(2)
+    prediction, state = change.step(x[:, 0], state)                 # streaming agrees
+    np.testing.assert_allclose(prediction.numpy(), x[:, 0].numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="predict_change must be True or False"):
+        DeepHTM(predict_change="yes")

@@ -116,6 +116,7 @@ class VideoWorkflow(Workflow):
         phase = self.options["phase"]
         if phase == "rsm":
             return super().run()
+        self.check_data(self.config)       # the checkpoints named, before anything starts
         if phase == "chain":
             return self._chain()
         results = self._gan_run() if phase == "gan" else self._test_run(
@@ -140,36 +141,29 @@ class VideoWorkflow(Workflow):
             seed=self.config.seed, start_chunk=start_batch)
         return dataset
 
-    def frozen_memory(self, checkpoint_dir, option="rsm_checkpoint"):
-        """The memory with the weights of the rsm run in `checkpoint_dir` (never trained).
+    @classmethod
+    def load_data_files(cls, config):
+        """Phases gan and test: the rsm (and gan) checkpoints exist and fit this definition.
 
-        Raises:
-          ValueError naming `option`: no checkpoint there, or one that does not match this
-            definition's memory hparams.
+        Checked before anything starts, so a wrong `rsm_checkpoint` stops `pagi run` with one
+        line naming the option and leaves no run directory.
         """
-        import tensorflow as tf
-        latest = tf.train.latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
-        if latest is None:
-            raise ValueError(f"workflow-options.{option}: no checkpoint in {checkpoint_dir!r}")
-        dataset = self.build_dataset(0)
+        options = config.workflow_options
+        if options["phase"] in ("gan", "test"):
+            restore_memory(config, options["rsm_checkpoint"], "rsm_checkpoint")
+        if options["phase"] == "test":
+            latest_checkpoint(options["gan_checkpoint"], "gan_checkpoint")
+
+    def frozen_memory(self, checkpoint_dir, option="rsm_checkpoint"):
+        """The memory with the weights of the rsm run in `checkpoint_dir` (never trained),
+        built under this run's strategy; see `restore_memory`."""
         with self.strategy.scope():  # the rectifier's model holds it: same strategy
-            memory = self.config.component_class(**self.hparams)
-            memory.build(tf.nest.map_structure(lambda s: s.shape.as_list(),
-                                               dataset.element_spec))
-        memory.trainable = False
-        items = self.checkpoint_items(memory)
-        items.pop("optimizer", None)
-        try:
-            tf.train.Checkpoint(**items).restore(latest).expect_partial() \
-                .assert_existing_objects_matched()
-        except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
-            raise ValueError(f"workflow-options.{option}: the checkpoint {latest} does not "
-                             f"match this definition's memory hparams ({str(e)[:300]})") from None
-        return memory
+            return restore_memory(self.config, checkpoint_dir, option)
 
     def _gan_run(self, rsm_checkpoint=None):
         """Trains the rectifier on the frozen memory with the base recipe (resume, fit)."""
         self._phase_batches = self.options["gan_batches"]
+        self.headline_metric = "generator_mse"          # what the progress line shows
         try:
             self.setup()
             memory = self.frozen_memory(rsm_checkpoint or self.options["rsm_checkpoint"])
@@ -180,6 +174,7 @@ class VideoWorkflow(Workflow):
             training = self.train(model, dataset, start)
         finally:
             self._phase_batches = None
+            del self.headline_metric                     # back to the class's
         return {"status": training["status"], "batches": training["batches"],
                 "logs": training["logs"]}
 
@@ -208,11 +203,8 @@ class VideoWorkflow(Workflow):
             self.setup()
         memory = self.frozen_memory(rsm_checkpoint)
         model = self._gan_model(memory)
-        latest = tf.train.latest_checkpoint(gan_checkpoint)
-        if latest is None:
-            raise ValueError(f"workflow-options.gan_checkpoint: no checkpoint in "
-                             f"{gan_checkpoint!r}")
-        tf.train.Checkpoint(**self.checkpoint_items(model)).restore(latest).expect_partial()
+        tf.train.Checkpoint(**self.checkpoint_items(model)).restore(
+            latest_checkpoint(gan_checkpoint, "gan_checkpoint")).expect_partial()
         total = options["prime"] + options["steps"]
         # The fixed test set (its own seed, the same for every run and definition).
         frames = make_test_sequences(num_sequences=options["test_sequences"], num_frames=total)
@@ -236,6 +228,8 @@ class VideoWorkflow(Workflow):
                    "prediction_over_copy_last": report["priming_error_prediction"] / copy_last,
                    **report}
         self._write_results(results)
+        if self.is_chief:
+            print(format_test_summary(results, options, self.summary_dir), flush=True)
         return results
 
     def _pictures(self, frames, prediction, output, report):
@@ -265,6 +259,64 @@ class VideoWorkflow(Workflow):
             with open(os.path.join(self.summary_dir, "results.json"), "w",
                       encoding="utf-8") as f:
                 json.dump(results, f, indent=2, default=str)
+
+
+def format_test_summary(results, options, summary_dir):
+    """The test phase's one-screen summary: errors beside copy-last, mass ratio, pictures."""
+    prime, copy_last = options["prime"], results["priming_error_copy_last"]
+    rule = "=" * 78
+    lines = [
+        rule,
+        f"video test: {options['test_sequences']} test sequences, prime {prime} true frames, "
+        f"self-loop {options['steps']}",
+        f"one step ahead from true frames (frames 1..{prime - 1}), squared error per frame "
+        "summed over the 900 pixels:",
+        f"  rectified output   {results['priming_error_output']:8.3f}   "
+        f"{results['output_over_copy_last']:.3f} x copy-last",
+        f"  memory prediction  {results['priming_error_prediction']:8.3f}   "
+        f"{results['prediction_over_copy_last']:.3f} x copy-last",
+        f"  copy-last frame    {copy_last:8.3f}",
+        f"self-looped frames: error {results['looping_error_output']:.3f}; ball mass / truth "
+        f"{results['looping_mass_ratio']:.3f} (last 50 frames: "
+        f"{results['last50_mass_ratio']:.3f})",
+        f"pictures    {summary_dir}/generated.gif, strip_<i>.png",
+        f"results     {summary_dir}/results.json",
+        rule]
+    return "\n".join(lines)
+
+
+def latest_checkpoint(checkpoint_dir, option):
+    """The latest checkpoint in `checkpoint_dir`; ValueError naming `option` if there is none."""
+    import tensorflow as tf
+    latest = tf.train.latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
+    if latest is None:
+        raise ValueError(f"workflow-options.{option}: no checkpoint in {checkpoint_dir!r}")
+    return latest
+
+
+def restore_memory(config, checkpoint_dir, option):
+    """The memory of `config` with the weights of the rsm run in `checkpoint_dir`, frozen.
+
+    Raises:
+      ValueError naming `option`: no checkpoint there, or one that does not match this
+        definition's memory hparams.
+    """
+    import tensorflow as tf
+    latest = latest_checkpoint(checkpoint_dir, option)
+    hparams = config.hparams
+    batch, chunk = hparams["batch_size"], config.workflow_options["chunk_length"]
+    memory = config.component_class(**hparams)
+    memory.build({"inputs": [batch, chunk, *hparams["input_shape"]], "reset": [batch, chunk]})
+    memory.trainable = False
+    try:
+        # The weights alone: the optimisers' slots and the dropout state are not needed.
+        weights = {"weights": memory.checkpoint_items()["weights"]}
+        tf.train.Checkpoint(**weights).restore(latest).expect_partial() \
+            .assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
+        raise ValueError(f"workflow-options.{option}: the checkpoint {latest} does not "
+                         f"match this definition's memory hparams ({str(e)[:300]})") from None
+    return memory
 
 
 def _brief(results):

@@ -78,6 +78,7 @@ import time
 from absl import logging
 
 from pagi_rsm import definitions
+from pagi_rsm.checkpointing import model_items
 from pagi_rsm import runtime
 from pagi_rsm.options import Option, Options
 
@@ -355,15 +356,13 @@ class Workflow:
         raise NotImplementedError(f"{type(self).__name__} must implement build_dataset()")
 
     def checkpoint_items(self, model):
-        """Trackables to checkpoint: ``model.checkpoint_items()`` if it has one, else the model and
-        its optimizer."""
+        """Trackables to checkpoint: ``model.checkpoint_items()`` if it has one, else every
+        variable of the model by path and its optimizer (`pagi_rsm.checkpointing.model_items`:
+        the model object alone would miss the layers it holds in Python lists)."""
         items = getattr(model, "checkpoint_items", None)
         if callable(items):
             return dict(items())
-        out = {"model": model}
-        if getattr(model, "optimizer", None) is not None:
-            out["optimizer"] = model.optimizer
-        return out
+        return model_items(model, optimizer=getattr(model, "optimizer", None))
 
     def resume_point(self):
         """Batches already trained according to the latest checkpoint (0 if there is none)."""

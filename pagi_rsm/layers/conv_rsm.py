@@ -6,12 +6,8 @@ import tensorflow as tf
 from keras import ops
 
 from pagi_rsm.checks import check_int
-from pagi_rsm.layers.rsm_cell import RSMCell, RSMStep
+from pagi_rsm.layers.rsm_cell import AUTO_SPARSE_FRACTION, RSMCell, RSMStep
 from pagi_rsm.ops import rsm as rsm_ops
-
-# "auto" takes the sparse recurrent path when ε = 0 and k/n is at most this fraction (measured
-# by benchmarks/conv_rsm.py, see docs/conv_rsm.md).
-SPARSE_PATH_MAX_FRACTION = 1.0 / 32
 
 
 def _pair(name, value):
@@ -68,12 +64,18 @@ class ConvRSM(RSMCell):
         ceil(H_t / sh) must equal h and ceil(W_t / sw) must equal w.
       feedback_shape: (h', w', n') of the higher layer's code, enabling feedback (replaces
         `feedback_units`). It is resized to (h, w) when h' × w' differs.
+      feedback_max_active: the most non-zero entries per position of the feedback code (the
+        higher layer's `active_groups`; the stack sets it). It bounds the non-zeros of the
+        resized feedback (4× it, since a bilinear resize mixes 2 × 2 positions) and so enables
+        the sparse feedback path. None (default): unknown, the feedback is a dense matmul.
       recurrent_path: "dense" computes R as a [B·h·w, n]×[n, n] matmul (a 1×1 convolution);
-        "sparse" uses that y_{t−1} has k non-zeros of n at each position when ε = 0 and gathers
-        just those k rows of W_r per position (the gradient reaches only those rows; the
-        recurrent dropout is drawn for those k entries only). Both give the same numbers
-        without dropout (tested). "auto" (default) takes the sparse path when ε = 0 and
-        k/n ≤ 1/32, else the dense one (measured by benchmarks/conv_rsm.py, docs/conv_rsm.md).
+        "sparse" uses that y_{t−1} has k non-zeros of n at each position when ε = 0 and
+        multiplies just those k rows of W_r per position (`pagi_rsm.ops.rsm.
+        sparse_input_matmul`; the recurrent dropout is drawn for those k entries only). The
+        feedback Bf takes the same path when `feedback_max_active` bounds its non-zeros. Both
+        paths give the same numbers without dropout (tested). "auto" (default) takes the
+        sparse path for an input whose non-zeros are at most 1% of its width when ε = 0 (as
+        `RSMCell`), else the dense one (measured by benchmarks/conv_rsm.py, docs/conv_rsm.md).
       reset_input: in `keras.layers.RNN`, the last input channel is the per-sample reset flag
         (read at position (0, 0)).
       output_decoding: in `keras.layers.RNN`, the output is `concat([flat(y), flat(x̂)])`.
@@ -102,7 +104,7 @@ class ConvRSM(RSMCell):
     """
 
     def __init__(self, groups, cells_per_group, active_groups, kernel_size, strides=1,
-                 decoder_shape=None, feedback_shape=None, **kwargs):
+                 decoder_shape=None, feedback_shape=None, feedback_max_active=None, **kwargs):
         for name in ("sparsity", "decoder_units", "feedback_units"):
             if name in kwargs:
                 raise ValueError(f"ConvRSM takes no {name!r} argument (see active_groups, "
@@ -117,6 +119,8 @@ class ConvRSM(RSMCell):
         self.strides = _pair("strides", strides)
         self.decoder_shape = _shape3("decoder_shape", decoder_shape)
         self.feedback_shape = _shape3("feedback_shape", feedback_shape)
+        self.feedback_max_active = (None if feedback_max_active is None else
+                                    check_int("feedback_max_active", feedback_max_active, 1))
         self.input_shape3 = None
 
     # ------------------------------------------------------------------ shapes
@@ -197,28 +201,45 @@ class ConvRSM(RSMCell):
 
     # ------------------------------------------------------------------ step
     @property
-    def uses_sparse_recurrent_path(self):
-        if self.recurrent_path == "auto":
-            return (self.recurrent_decay == 0
-                    and self.active_groups <= SPARSE_PATH_MAX_FRACTION * self.units)
-        return self.recurrent_path == "sparse"
+    def feedback_max_nonzero(self):
+        """Bound on the non-zeros per position of the resized feedback input, or None.
 
-    def _recurrent(self, r_in, training):
-        """R = dropout(r_in) W_r (+ b_r) at every position; r_in is [M, n] (M = B·h·w).
-
-        The sparse path draws the dropout of the k gathered entries only (the others are 0
-        and stay 0), k random numbers per position instead of n.
+        A bilinear resize mixes at most 2 × 2 positions of the higher layer's code, each with
+        at most `feedback_max_active` non-zeros; an identity resize keeps them as they are.
+        None when the bound is unknown or a trace (ε > 0) makes the input dense.
         """
-        if not self.uses_sparse_recurrent_path:
-            r_in = self._dropout(r_in, self.recurrent_keep_rate, training)
-            return self._dense(r_in, self.recurrent_kernel, self.recurrent_bias)
-        values, index = rsm_ops.top_k_entries(r_in, self.active_groups)
-        values = self._dropout(values, self.recurrent_keep_rate, training)
-        drive = rsm_ops.gathered_rows_matmul(values, index,
-                                             ops.cast(self.recurrent_kernel, r_in.dtype))
-        if self.recurrent_bias is not None:
-            drive = drive + ops.cast(self.recurrent_bias, drive.dtype)
-        return drive
+        if not self.feedback_shape or self.feedback_max_active is None:
+            return None
+        if self.recurrent_decay > 0:
+            return None
+        same_grid = (self.input_shape3 is not None
+                     and tuple(self.feedback_shape[:2]) == tuple(self.grid))
+        return min(self.feedback_shape[2],
+                   self.feedback_max_active * (1 if same_grid else 4))
+
+    @property
+    def uses_sparse_feedback_path(self):
+        """True when Bf = b W_b runs through the non-zero entries of b (`recurrent_path`)."""
+        bound = self.feedback_max_nonzero
+        if self.recurrent_path == "dense" or bound is None:
+            return False
+        if self.recurrent_path == "sparse":
+            return True
+        return bound <= AUTO_SPARSE_FRACTION * self.feedback_shape[2]
+
+    def _drive(self, inputs, kernel, bias, sparse, max_nonzero, training):
+        """dropout(inputs) W (+ b) at every position; `inputs` is [M, m] (M = B·h·w).
+
+        The sparse path multiplies the non-zero entries only and draws the dropout for them
+        alone (a dropped zero stays zero): k random numbers per position instead of m.
+        """
+        if not sparse:
+            inputs = self._dropout(inputs, self.recurrent_keep_rate, training)
+            return self._dense(inputs, kernel, bias)
+        drive = rsm_ops.sparse_input_matmul(
+            inputs, kernel, max_nonzero,
+            values_fn=lambda v: self._dropout(v, self.recurrent_keep_rate, training))
+        return drive if bias is None else drive + ops.cast(bias, drive.dtype)
 
     def step(self, x, states, reset=None, feedback=None, training=False):
         """One step of the memory; returns `RSMStep(encoding, decoding, mask, states)`.
@@ -263,7 +284,9 @@ class ConvRSM(RSMCell):
                                ops.cast(self.input_kernel, dtype), list(self.strides), "SAME")
         if self.input_bias is not None:
             forward = forward + ops.cast(self.input_bias, dtype)                  # [B, h, w, g]
-        drive = self._recurrent(ops.reshape(r_in, (-1, n)), training)            # [B·h·w, n]
+        drive = self._drive(ops.reshape(r_in, (-1, n)), self.recurrent_kernel,   # [B·h·w, n]
+                            self.recurrent_bias, self.uses_sparse_recurrent_path,
+                            self.active_groups, training)
         if self.feedback_shape:
             resized = rsm_ops.resize_bilinear(ops.reshape(feedback, (-1, *self.feedback_shape)),
                                               (h, w))
@@ -272,9 +295,10 @@ class ConvRSM(RSMCell):
                 decay=self.recurrent_decay, floor=self.recurrent_decay_floor,
                 norm=self.recurrent_norm, norm_eps=self.recurrent_norm_eps,
                 norm_first=self.input_norm_first)
-            b_in = self._dropout(b_in, self.recurrent_keep_rate, training)
-            drive = drive + self._dense(ops.reshape(b_in, (-1, self.feedback_shape[2])),
-                                        self.feedback_kernel, self.feedback_bias)
+            drive = drive + self._drive(
+                ops.reshape(b_in, (-1, self.feedback_shape[2])), self.feedback_kernel,
+                self.feedback_bias, self.uses_sparse_feedback_path, self.feedback_max_nonzero,
+                training)
         z = ops.reshape(drive, (-1, h, w, g, c)) + forward[..., None]            # [B,h,w,g,c]
 
         if self.boost_strength > 0:
@@ -327,5 +351,6 @@ class ConvRSM(RSMCell):
             "strides": list(self.strides),
             "decoder_shape": None if self.decoder_shape is None else list(self.decoder_shape),
             "feedback_shape": None if self.feedback_shape is None else list(self.feedback_shape),
+            "feedback_max_active": self.feedback_max_active,
         })
         return config

@@ -163,7 +163,7 @@ def boost_from_duty_cycle(duty_cycle, target, boost_strength):
     return tf.exp((target - duty_cycle) * boost_strength)
 
 
-def sparse_input_matmul(inputs, kernel, max_nonzero):
+def sparse_input_matmul(inputs, kernel, max_nonzero, values_fn=None):
     """``inputs @ kernel`` computed from the non-zero entries of `inputs` only.
 
     Args:
@@ -171,42 +171,34 @@ def sparse_input_matmul(inputs, kernel, max_nonzero):
         input of an RSM layer without a trace: k active cells).
       kernel: [n, m].
       max_nonzero: Python int, the bound on the non-zeros per row (used by the XLA form).
+      values_fn: optional elementwise function applied to the non-zero values before the
+        product (the layers' dropout: random numbers are drawn for the non-zeros only, since a
+        dropped zero stays zero).
 
     Returns:
-      [B, m], equal to the dense matmul up to float summation order. The gradient with respect
-      to `kernel` is ``inputs^T @ grad`` computed the same way (cost ∝ non-zeros × m).
+      [B, m], equal to the dense matmul (of ``values_fn`` applied to `inputs`) up to float
+      summation order. The gradient with respect to `kernel` is ``inputs^T @ grad`` computed the
+      same way (cost ∝ non-zeros × m).
 
     Outside XLA the non-zeros (found by one `tf.where`, any number per row) form a
     `tf.SparseTensor` and one `sparse_dense_matmul` adds their rows of `kernel`: about
     B·k·m multiply-adds instead of B·n·m, and no [B, k, m] gather. XLA has no sparse-dense
     matmul kernel, so inside `jit_compile=True` the `max_nonzero` largest |entries| of each row
-    are gathered instead (their rows of `kernel` [B, k, m], then a weighted sum).
+    are gathered instead (their rows of `kernel` [B, k, m], then a weighted sum, with the
+    kernel's gradient written as a segment sum: `gathered_rows_matmul`).
     """
+    kernel = tf.cast(kernel, inputs.dtype)
     if kw_ops._in_xla_context():  # pylint: disable=protected-access
-        _, index = tf.math.top_k(tf.abs(inputs), k=max_nonzero, sorted=False)     # [B, k]
-        values = tf.gather(inputs, index, batch_dims=1)                           # [B, k]
-        rows = tf.gather(kernel, index)                                           # [B, k, m]
-        return tf.einsum("bk,bkm->bm", values, rows)
+        values, index = top_k_entries(inputs, max_nonzero)
+        if values_fn is not None:
+            values = values_fn(values)
+        return gathered_rows_matmul(values, index, kernel)
     indices = tf.where(tf.not_equal(inputs, tf.zeros((), inputs.dtype)))          # [nnz, 2]
     values = tf.gather_nd(inputs, indices)
+    if values_fn is not None:
+        values = values_fn(values)
     sparse = tf.SparseTensor(indices, values, tf.shape(inputs, out_type=tf.int64))
     return tf.sparse.sparse_dense_matmul(sparse, kernel)
-
-
-def sparse_rows_matmul(r, kernel, k):
-    """``r @ kernel`` for rows `r` [M, n] with at most `k` non-zeros each, by gathering rows.
-
-    Takes the `k` entries of largest |r| of every row (all of them when a row has ≤ k
-    non-zeros, as the recurrent input of an RSM layer has when its trace decay is 0) and sums
-    the matching rows of `kernel` [n, m]: M·k gathered rows instead of an [M, n]×[n, m] matmul.
-    Exactly ``r @ kernel`` up to summation order when no row has more than k non-zeros.
-    The kernel's gradient is a segment sum over the M·k gathered rows (dense, [n, m]); it is
-    written out instead of left to autodiff (1.1× faster without XLA, 1.4× with it on the
-    paper's layer-1 shapes; docs/conv_rsm.md). The gradient of `r` reaches only the k
-    selected entries of each row.
-    """
-    values, index = top_k_entries(r, k)
-    return gathered_rows_matmul(values, index, tf.cast(kernel, r.dtype))
 
 
 def top_k_entries(r, k):
