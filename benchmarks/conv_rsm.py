@@ -1,4 +1,4 @@
-"""ConvRSM training step at the paper's video shapes: dense vs sparse recurrent path, one run.
+"""ConvRSM training step at the paper's video shapes: dense vs sparse paths, one run.
 
 Layer 1: 34×34×1 input, 5×5 field, stride 2 → 17×17 grid, g=64, c=8 (n=512), k=3, feedback
 from layer 2's 5×5×1024 code. Layer 2: 9×9×512 input (layer 1 max-pooled), 3×3 field, stride
@@ -6,10 +6,13 @@ from layer 2's 5×5×1024 code. Layer 2: 9×9×512 input (layer 1 max-pooled), 3
 
 One training step = `ConvRSM.step` on a batch of B streams from realistic states (the output
 of a previous step: k winners per position), MSE of the decoding against the input, gradient
-and one Adam update, in one `tf.function`. The recurrent drive is computed either as a dense
-[B·h·w, n]×[n, n] matmul ("dense") or by gathering the k rows of W_r of the active cells at
-each position ("sparse"). Variants are timed interleaved (benchmarks/side_by_side.py) and the
-sparse/dense time ratio is the median of per-repetition ratios.
+and one Adam update, in one `tf.function`. The recurrent drive (and layer 1's feedback drive) is
+computed either as a dense [B·h·w, n]×[n, n] matmul ("dense") or from the non-zero entries of
+its input alone (`sparse_input_matmul`, "sparse": 3 of 512 recurrent entries per position at
+layer 1, 5 of 1024 at layer 2; up to 20 of 1024 feedback entries at layer 1); "auto" is what
+`recurrent_path="auto"` chooses (layer 1: sparse recurrent, dense feedback). Variants are timed
+interleaved (benchmarks/side_by_side.py) and each ratio to dense is the median of
+per-repetition ratios.
 
 Usage::
 
@@ -42,7 +45,9 @@ def make_layer(name, path):
     return ConvRSM(groups=spec["groups"], cells_per_group=spec["cells"],
                    active_groups=spec["k"], kernel_size=spec["kernel"], strides=2,
                    inhibition_decay=0.0, recurrent_keep_rate=0.5,
-                   feedback_shape=spec["feedback"], decoder_activation=spec["decoder_activation"],
+                   feedback_shape=spec["feedback"],
+                   feedback_max_active=5 if spec["feedback"] else None,   # layer 2's k
+                   decoder_activation=spec["decoder_activation"],
                    use_input_bias=True, use_recurrent_bias=True, use_feedback_bias=True,
                    recurrent_path=path, seed=0)
 
@@ -92,18 +97,24 @@ def main(argv=None):
     ratios = {}
     for name in args.layers.split(","):
         variants = []
-        for path in ("dense", "sparse"):
+        paths = ("dense", "sparse", "auto") if LAYERS[name]["feedback"] else ("dense", "sparse")
+        for path in paths:
             step, layer = training_step(name, path, args.batch, args.xla)
             variants.append((f"{name}_{path}", step))
         times = interleaved(variants, args.repeats, warmup=args.warmup)
         h, w = layer.grid
-        auto = make_layer(name, "auto").uses_sparse_recurrent_path
+        auto = make_layer(name, "auto")
+        auto.build((None,) + LAYERS[name]["input"])
+        chosen = f"recurrent {'sparse' if auto.uses_sparse_recurrent_path else 'dense'}"
+        if LAYERS[name]["feedback"]:
+            chosen += f", feedback {'sparse' if auto.uses_sparse_feedback_path else 'dense'}"
         print(f"{name}: grid {h}x{w}, n={layer.units}, k={layer.active_groups}; "
-              f"recurrent_path='auto' takes the {'sparse' if auto else 'dense'} path")
+              f"recurrent_path='auto' takes: {chosen}")
         for label, _ in variants:
             print(f"  {label:<16} {median(times[label]['wall']):9.1f} ms/step")
-        ratios[name] = median_ratio(times, f"{name}_sparse", f"{name}_dense")
-        print(f"  sparse/dense time ratio {ratios[name]:.3f}")
+        for path in paths[1:]:
+            ratios[f"{name}_{path}"] = median_ratio(times, f"{name}_{path}", f"{name}_dense")
+            print(f"  {path}/dense time ratio {ratios[f'{name}_{path}']:.3f}")
     return ratios
 
 
