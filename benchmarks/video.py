@@ -12,6 +12,11 @@
 3. Quality of a finished video run (``--results``: its results.json): the next-frame squared
    error per frame of the GAN output and of the RSM prediction during priming, each over the
    copy-last-frame baseline.
+4. How that error falls with training (``--curve DIR``): the memory of every checkpoint
+   ``ckpt-<batch>`` in DIR (copies of an rsm run's checkpoints; a run keeps only the last
+   `max_to_keep`) predicts the next frame of the first ``--curve_sequences`` test sequences
+   from true frames over ``--curve_frames`` frames; prints its error per frame beside
+   copy-last's.
 
 Variants are timed interleaved (`side_by_side.interleaved`), so machine load hits both alike.
 
@@ -19,6 +24,7 @@ Usage::
 
     python benchmarks/video.py --batches 1,200 --prime 10 --steps 30
     python benchmarks/video.py --skip_generation --results runs/video/results.json
+    python benchmarks/video.py --skip_generation --curve runs/rsm_checkpoint_copies
 """
 import argparse
 import json
@@ -121,6 +127,40 @@ def quality(path):
           f"{r['last50_mass_ratio']:.2f}")
 
 
+def curve(args):
+    """The memory's one-step-ahead error per frame at every checkpoint in `args.curve`."""
+    import glob
+    import re
+    from pagi_rsm import definitions
+    from pagi_rsm.datasets.bouncing_balls import make_test_sequences
+    from pagi_rsm.generation import generate
+    from pagi_rsm.metrics import video as vm
+    from pagi_rsm.workflows.video import restore_memory
+    [config] = definitions.resolve(definitions.load(args.definition))
+    frames = np.asarray(make_test_sequences(num_sequences=args.curve_sequences,
+                                            num_frames=args.curve_frames + 1), np.float32)
+    if frames.ndim == 4:
+        frames = frames[..., None]
+    paths = sorted(glob.glob(os.path.join(args.curve, "ckpt-*.index")),
+                   key=lambda p: int(re.search(r"ckpt-(\d+)\.index$", p).group(1)))
+    print(f"curve: {args.definition}'s memory, {args.curve_sequences} test sequences, frames "
+          f"1..{args.curve_frames - 1} one step ahead from true frames (squared error per "
+          "frame over the 900 pixels)")
+    rows = []
+    for path in paths:
+        prefix = path[:-len(".index")]
+        memory = restore_memory(config, prefix, "--curve")
+        out = generate(memory, frames, prime=args.curve_frames, steps=1, jit_compile=False)
+        report = vm.next_frame_report(frames, out["prediction"], out["output"],
+                                      args.curve_frames)
+        batch = int(re.search(r"ckpt-(\d+)$", prefix).group(1))
+        error, base = report["priming_error_prediction"], report["priming_error_copy_last"]
+        rows.append((batch, error, base))
+        print(f"  batch {batch:6d}: memory {error:7.3f}  copy-last {base:7.3f}  "
+              f"memory/copy-last {error / base:.3f}", flush=True)
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batches", default="1,200")
@@ -132,6 +172,12 @@ def main(argv=None):
     parser.add_argument("--conv_args", default=None,
                         help="run benchmarks/conv_rsm.py with these arguments (e.g. '--batch 8')")
     parser.add_argument("--results", default=None, help="results.json of a video run")
+    parser.add_argument("--curve", default=None,
+                        help="a directory of rsm checkpoints ckpt-<batch> (see the docstring)")
+    parser.add_argument("--definition", default="video/chain_cpu",
+                        help="the definition whose memory the --curve checkpoints hold")
+    parser.add_argument("--curve_sequences", type=int, default=50)
+    parser.add_argument("--curve_frames", type=int, default=50)
     args = parser.parse_args(argv)
     if not args.skip_generation:
         generation(args)
@@ -144,6 +190,8 @@ def main(argv=None):
             conv_rsm.main(args.conv_args.split())
     if args.results:
         quality(args.results)
+    if args.curve:
+        curve(args)
 
 
 if __name__ == "__main__":

@@ -61,9 +61,10 @@ class VideoWorkflow(Workflow):
                "frozen memory of rsm_checkpoint; test: prime and self-loop; chain: all three",
                choices=PHASES),
         Option("chunk_length", 10, "frames per batch", low=1),
-        Option("rsm_checkpoint", "", "phase gan/test: checkpoint directory of the rsm run "
-               "(its hparams must be this definition's)"),
-        Option("gan_checkpoint", "", "phase test: checkpoint directory of the gan run"),
+        Option("rsm_checkpoint", "", "phase gan/test: checkpoint directory of the rsm run, "
+               "or one checkpoint's path prefix (its hparams must be this definition's)"),
+        Option("gan_checkpoint", "", "phase test: checkpoint directory of the gan run, or one "
+               "checkpoint's path prefix"),
         Option("gan_batches", 50000, "chain: batches of the gan phase", low=1),
         Option("rectifier", None, "GANRectifier hparams (null: its defaults, GPU-sized)",
                kind="mapping"),
@@ -286,8 +287,12 @@ def format_test_summary(results, options, summary_dir):
 
 
 def latest_checkpoint(checkpoint_dir, option):
-    """The latest checkpoint in `checkpoint_dir`; ValueError naming `option` if there is none."""
+    """The latest checkpoint in `checkpoint_dir`, or `checkpoint_dir` itself when it names one
+    checkpoint (its path prefix, e.g. ``.../ckpt-300``); ValueError naming `option` if there
+    is none."""
     import tensorflow as tf
+    if checkpoint_dir and os.path.exists(checkpoint_dir + ".index"):
+        return checkpoint_dir
     latest = tf.train.latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
     if latest is None:
         raise ValueError(f"workflow-options.{option}: no checkpoint in {checkpoint_dir!r}")
