@@ -132,3 +132,20 @@ def check_condition(condition, message):
     """Raises ``ValueError(message)`` unless `condition` (for checks across arguments)."""
     if not condition:
         raise ValueError(message)
+
+
+def check_lengths(prime, steps, num_frames=None):
+    """Checks a priming length N and a number of self-looped frames M; returns T = N + M.
+
+    Raises:
+      ValueError: N < 2, M < 1, or (given the sequence length) N + M > num_frames, naming the
+        argument.
+    """
+    prime = check_int("prime", prime, 2)
+    steps = check_int("steps", steps, 1)
+    if num_frames is not None and prime >= num_frames:
+        raise ValueError(f"prime must be < the sequence length {num_frames}, got {prime}")
+    if num_frames is not None and prime + steps > num_frames:
+        raise ValueError(f"prime + steps must be <= the sequence length {num_frames}, got "
+                         f"{prime} + {steps}")
+    return prime + steps

@@ -51,7 +51,7 @@ out["output"].shape                                # [2, 7, 1]: predictions of f
 """
 import tensorflow as tf
 
-from pagi_rsm.checks import check_int
+from pagi_rsm.checks import check_lengths
 
 
 def _loop(step_fn, state, steps, input_at, feed_back):
@@ -192,23 +192,6 @@ def make_generator(step_fn, zero_state, rectify=None, jit_compile=None):
         return primed_run(step_fn, zero_state(tf.shape(frames)[0]), frames, prime, rectify)
 
     return run
-
-
-def check_lengths(prime, steps, num_frames=None):
-    """Checks the priming length N and self-looped frames M; returns T = N + M.
-
-    Raises:
-      ValueError: N < 2, M < 1, or (given the sequence length) N + M > num_frames, naming the
-        argument.
-    """
-    prime = check_int("prime", prime, 2)
-    steps = check_int("steps", steps, 1)
-    if num_frames is not None and prime >= num_frames:
-        raise ValueError(f"prime must be < the sequence length {num_frames}, got {prime}")
-    if num_frames is not None and prime + steps > num_frames:
-        raise ValueError(f"prime + steps must be <= the sequence length {num_frames}, got "
-                         f"{prime} + {steps}")
-    return prime + steps
 
 
 def generate(model, frames, prime=50, steps=150, rectifier=None, jit_compile=None):

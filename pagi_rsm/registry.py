@@ -171,6 +171,11 @@ register("component", "sequence_memory_stack",
          "RSM layers + predictor with local, immediate learning in its own train_step",
          options="pagi_rsm.hparams.sequence_memory_stack:OPTIONS")
 
+register("component", "retrieval_model",
+         "pagi_rsm.components.retrieval_models:RetrievalModel",
+         "Associative-retrieval classifier around a fast-weights, RNN-LN, GRU-LN or LSTM layer",
+         options="pagi_rsm.hparams.retrieval_models:OPTIONS")
+
 register("component", "deep_htm", "pagi_rsm.components.deep_htm:DeepHTM",
          "HTM as one differentiable function: encoder, k-winner SP, TM, decoder (BPTT)",
          options="pagi_rsm.hparams.deep_htm:OPTIONS")

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from pagi_rsm.components.retrieval_models import KINDS
+from pagi_rsm.hparams.retrieval_models import KINDS
 from pagi_rsm.datasets import associative_retrieval as ar
 from pagi_rsm.options import Option
 from pagi_rsm.workflows.workflow import RESULTS_FILE, Workflow, finished_results
@@ -125,7 +125,7 @@ class AssociativeRetrievalWorkflow(Workflow):
 
     @classmethod
     def default_experiment_options(cls):
-        return {"component": "pagi_rsm.components.retrieval_models.RetrievalModel",
+        return {"component": "retrieval_model",
                 "dataset": "pagi_rsm.datasets.associative_retrieval.make_dataset",
                 "batches": 30000, "seed": 0,
                 "hparams_override": {"unroll": True}}

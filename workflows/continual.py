@@ -38,7 +38,6 @@ import glob
 import math
 import os
 
-import keras
 import numpy as np
 
 from pagi_rsm import definitions
@@ -275,6 +274,7 @@ class ContinualWorkflow(Workflow):
     def train(self, model, dataset, start_batch):
         """Trains the tasks not yet done, evaluating after each; checkpoints at task ends."""
         from pagi_rsm.callbacks.boost_strength import BoostStrengthDecay
+        from pagi_rsm.callbacks.epoch_summaries import EpochSummaries
         options = self.options
         tasks = options["num_tasks"]
         progress = self._progress
@@ -286,7 +286,7 @@ class ContinualWorkflow(Workflow):
         writer = self.writer
         if not done:
             self._write_run_summaries(0)
-        curves = _EpochSummaries(writer)
+        curves = EpochSummaries(writer)
         callbacks = [curves]
         if self.hparams["sparse"] and self.hparams["boost_strength"] > 0:
             callbacks.append(BoostStrengthDecay())
@@ -393,21 +393,6 @@ class ContinualWorkflow(Workflow):
             rows = [_table_row(path) for path in sorted(glob.glob(pattern))]
             write_table([r for r in rows if r is not None], directory)
         return results
-
-
-class _EpochSummaries(keras.callbacks.Callback):
-    """Writes each epoch's training metrics as ``train/<name>`` at the optimizer step."""
-
-    def __init__(self, writer):
-        super().__init__()
-        self.writer = writer
-
-    def on_epoch_end(self, epoch, logs=None):
-        import tensorflow as tf
-        step = int(self.model.optimizer.iterations.numpy())
-        with self.writer.as_default():
-            for key, value in (logs or {}).items():
-                tf.summary.scalar(f"train/{key}", float(value), step=step)
 
 
 # --- the table across experiments ----------------------------------------------------------------

@@ -30,6 +30,7 @@ import os
 
 from absl import logging
 
+from pagi_rsm import checks
 from pagi_rsm.options import Option
 from pagi_rsm.workflows.workflow import Workflow
 
@@ -108,8 +109,7 @@ class VideoWorkflow(Workflow):
                 size = -(-size // max(1, _per_layer(hp.get("strides"),
                                                     len(kernels))[layer] or 1))
                 size //= _per_layer(hp.get("pool_size", 1), len(kernels))[layer] or 1
-        from pagi_rsm.generation import check_lengths
-        check_lengths(options["prime"], options["steps"], options["prime"] + options["steps"])
+        checks.check_lengths(options["prime"], options["steps"], options["prime"] + options["steps"])
 
     # --- phases --------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Keras callbacks of pagi-rsm."""
 from pagi_rsm.callbacks.batch_metrics import BatchMetrics
 from pagi_rsm.callbacks.best_weights import BestWeights, ValidationMonitor
+from pagi_rsm.callbacks.epoch_summaries import EpochSummaries
 from pagi_rsm.callbacks.boost_strength import BoostStrengthDecay, k_winners_layers
 from pagi_rsm.callbacks.heldout_accuracy import HeldOutAccuracy
 from pagi_rsm.callbacks.nan_guard import NaNGuard
@@ -14,4 +15,5 @@ from pagi_rsm.callbacks.tensorboard_summaries import BatchSummaries, write_weigh
 __all__ = ["BoostStrengthDecay", "k_winners_layers"]
 __all__ += ["NaNGuard", "PeriodicCheckpoint", "HeadlineProgress", "RunClock", "StopAtTarget",
             "BatchSummaries", "write_weight_histograms", "ProbeSummaries", "TargetStop",
-            "BatchMetrics", "BestWeights", "ValidationMonitor", "HeldOutAccuracy"]
+            "BatchMetrics", "BestWeights", "ValidationMonitor", "HeldOutAccuracy",
+            "EpochSummaries"]
