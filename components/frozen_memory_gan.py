@@ -62,6 +62,19 @@ class FrozenMemoryGAN(keras.Model):
         prediction, real = self.pairs(data)
         return self.rectifier.test_step({"prediction": prediction, "target": real})
 
+    def write_summaries(self, step, batch):
+        """TensorBoard image of stream 0's first frames of `batch`: truth / the memory's
+        prediction / the rectified prediction / |truth - rectified| (the stream state is left
+        as it is)."""
+        prediction, real = self.pairs(batch, move_on=False)
+        steps = min(8, int(tf.shape(batch["inputs"])[1]))     # stream 0: the first T pairs
+        rectified = self.rectifier(prediction[:steps], training=False)
+        rows = [real[:steps], tf.clip_by_value(prediction[:steps], 0.0, 1.0), rectified,
+                tf.abs(real[:steps] - rectified)]
+        strip = tf.concat([tf.concat(tf.unstack(r[..., 0]), axis=1) for r in rows], axis=0)
+        tf.summary.image("gan/truth_prediction_rectified_difference", strip[None, :, :, None],
+                         step=step)
+
     def call(self, data, training=False):
         """The rectified predictions of one chunk; the streams' stored state is left as it is
         (Keras may call this to build the model, outside the training loop)."""

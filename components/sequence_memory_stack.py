@@ -637,8 +637,8 @@ class SequenceMemoryStack(HparamsConfig, keras.Model):
         """Images and histograms for TensorBoard, written to the caller's default writer.
 
         Images: the cell-activity raster of stream 0 over the chunk (time × cells, per layer)
-        and, when the input is a square image, input | decoder prediction of layer 0 for the
-        first steps of stream 0. Histograms: every weight and the cell duty cycles.
+        and, when the input is a square image, the strip truth / layer 0's prediction of it /
+        |difference| for the first steps of stream 0. Histograms: every weight and the cell duty cycles.
         """
         out = self(batch, training=False)
         x_steps = batch["inputs"].shape[1]
@@ -654,11 +654,12 @@ class SequenceMemoryStack(HparamsConfig, keras.Model):
         if height * width == size:
             steps = min(8, x.shape[1])
             truth = ops.reshape(x[0, :steps], (steps, height, width))
-            pred = ops.reshape(out["decoding_0"][0, :steps], (steps, height, width))
-            strip = ops.concatenate([ops.concatenate(list(truth), axis=1),
-                                     ops.concatenate(list(ops.clip(pred, 0.0, 1.0)), axis=1)],
-                                    axis=0)
-            tf.summary.image("memory_0/input_vs_prediction", strip[None, :, :, None], step=step)
+            pred = ops.clip(ops.reshape(ops.cast(out["decoding_0"][0, :steps], x.dtype),
+                                        (steps, height, width)), 0.0, 1.0)
+            rows = [truth, pred, ops.abs(truth - pred)]
+            strip = ops.concatenate([ops.concatenate(list(r), axis=1) for r in rows], axis=0)
+            tf.summary.image("memory_0/truth_prediction_difference", strip[None, :, :, None],
+                             step=step)
         for w in self.trainable_weights:
             tf.summary.histogram(f"weights/{w.path}", w, step=step)
         for l, cell in enumerate(self.cells):

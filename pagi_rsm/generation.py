@@ -12,6 +12,8 @@ traced; eagerly they still work, a step at a time.
 * `primed_run(step_fn, state, frames, prime)`: true frames first, then its own (optionally
   rectified) output: priming and self-looping of video generation in one loop (below).
 
+All three are the same loop (`_loop`): they differ only in where each step's input comes from.
+
 `state` and the outputs may be any nest of tensors (`tf.nest`), so a model with several state
 tensors passes them as a list or dict. The outputs are stacked along axis 1 (time), as Keras
 sequence outputs are.
@@ -130,6 +132,7 @@ def compiled_stream(step_fn, jit_compile=False):
     return tf.function(lambda state, inputs: stream(step_fn, state, inputs),
                        jit_compile=jit_compile)
 
+
 def primed_run(step_fn, state, frames, prime, rectify=None):
     """Primes `step_fn` on `frames[:, :prime - 1]`, then feeds its output back (see module).
 
@@ -152,27 +155,22 @@ def primed_run(step_fn, state, frames, prime, rectify=None):
     frames = tf.convert_to_tensor(frames)
     steps = tf.shape(frames)[1] - 1
     prime = tf.convert_to_tensor(prime, tf.int32)
-    element = frames.shape[:1] + frames.shape[2:]
 
-    def arrays():
-        return tf.TensorArray(frames.dtype, size=steps, element_shape=element)
-
-    def body(i, fed_back, state, predictions, outputs):
-        # Input i is the true frame x_i while i <= N - 2, else the previous output o_i.
-        x = tf.where(i <= prime - 2, tf.gather(frames, i, axis=1), fed_back)
+    def step(x, state):
         prediction, state = step_fn(x, state)
         prediction = tf.cast(prediction, frames.dtype)
         output = prediction if rectify is None else tf.cast(rectify(prediction), frames.dtype)
-        output = tf.ensure_shape(output, fed_back.shape)
-        return (i + 1, output, state, predictions.write(i, prediction),
-                outputs.write(i, output))
+        return {"prediction": prediction, "output": output}, state
 
-    start = (tf.constant(0), tf.zeros_like(frames[:, 0]), state, arrays(), arrays())
-    _, _, state, predictions, outputs = tf.while_loop(
-        lambda i, *_: i < steps, body, start, maximum_iterations=steps)
-    order = [1, 0] + list(range(2, frames.shape.rank))
-    return {"prediction": tf.transpose(predictions.stack(), order),
-            "output": tf.transpose(outputs.stack(), order), "state": state}
+    def input_at(i, previous):
+        # Input i is the true frame x_i while i <= N - 2, else the previous output o_i.
+        true = tf.gather(frames, tf.minimum(i, steps), axis=1)
+        if previous is None:
+            return true
+        return tf.where(i <= prime - 2, true, tf.ensure_shape(previous["output"], true.shape))
+
+    outputs, state = _loop(step, state, steps, input_at, feed_back=False)
+    return {**outputs, "state": state}
 
 
 def make_generator(step_fn, zero_state, rectify=None, jit_compile=None):

@@ -61,7 +61,8 @@ def test_chain_writes_metrics_pictures_and_results(full):
     for path in run.glob("events.out.tfevents.*"):
         for event in tf.compat.v1.train.summary_iterator(str(path)):
             tags.update(value.tag for value in event.summary.value)
-    assert {"test/strip_0", "test/error_per_frame"} <= tags
+    assert {"test/strip_0", "test/error_per_frame", "memory_0/truth_prediction_difference",
+            "gan/truth_prediction_rectified_difference"} <= tags
 
 
 def test_chain_resumes_in_the_gan_phase_with_the_same_numbers(full, tmp_path):
