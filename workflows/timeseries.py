@@ -115,7 +115,7 @@ class TimeseriesWorkflow(Workflow):
                low=1),
         Option("forecast_warmup", 64, "teacher-forced steps before each forecast", low=1),
         Option("stream_jit_compile", True, "compile the step-by-step loops (the forecasts) "
-               "with XLA on every device: at batch 1 on a 2-core CPU about 10x faster than "
+               "with XLA on every device: at batch 1 on a 2-core CPU about 2x faster than "
                "graph mode, same numbers (docs/deep_htm.md#speed)"),
         Option("lstm", True, "train the LSTM baseline"),
         Option("lstm_units", 0, "LSTM units (0: about the component's parameter count)",
