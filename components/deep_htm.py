@@ -60,8 +60,8 @@ class DeepHTM(HparamsConfig, keras.Model):
         fewer operations: with the defaults 5 of 1280 rows).
       decoder_units: sizes of the decoder's ReLU layers before its linear output (list).
       predict_change: the decoder's output is the change x_{t+1} − x_t, added to the current
-        input x_t (default False: the output is x_{t+1} itself). The untrained model then
-        starts near persistence and learns corrections to it.
+        input x_t (default False: the output is x_{t+1} itself). The readout's kernel then
+        starts at zero, so the untrained model is persistence and learns corrections to it.
       bptt_steps: truncation length of backpropagation through time (0: the whole window).
       streams: 0 (default): every training batch starts from the zero state (independent
         windows). B > 0: the batches are B continuing streams (row b of every batch continues
@@ -108,7 +108,10 @@ class DeepHTM(HparamsConfig, keras.Model):
                                                 return_state=True, name="temporal_memory_rnn")
         self.decoder = [keras.layers.Dense(u, activation="relu", name=f"decoder_{i}")
                         for i, u in enumerate(hp["decoder_units"])]
-        self.readout = keras.layers.Dense(hp["input_dim"], name="readout")
+        # Predicting the change, the untrained model is exactly persistence (zero change).
+        self.readout = keras.layers.Dense(
+            hp["input_dim"], name="readout",
+            kernel_initializer="zeros" if hp["predict_change"] else "glorot_uniform")
         self.stream_state = None
 
     # --- construction -----------------------------------------------------------------------

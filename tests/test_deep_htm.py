@@ -192,6 +192,9 @@ def test_compiled_stream_under_xla_equals_the_sequence_call(rng):
 def test_predict_change_adds_the_decoded_change_to_the_current_input(rng):
     x = tf.constant(rng.normal(size=(2, 6, 2)).astype("float32"))
     plain, change = _small_model(), _small_model(predict_change=True)
+    # Untrained, it is persistence: the readout's kernel starts at zero.
+    np.testing.assert_allclose(change(x).numpy(), x.numpy() + change.readout.bias.numpy(),
+                               atol=1e-6)
     change.set_weights(plain.get_weights())
     np.testing.assert_allclose(change(x).numpy(), plain(x).numpy() + x.numpy(), atol=1e-5)
     # With a zero readout the model is persistence: the prediction of x_{t+1} is x_t.

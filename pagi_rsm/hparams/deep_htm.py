@@ -35,7 +35,7 @@ OPTIONS = Options(
     Option("decoder_units", [256], "sizes of the decoder's ReLU layers before its linear "
            "output", kind="list", items="int", low=1),
     Option("predict_change", False, "the decoder predicts the change x_{t+1} - x_t, added to "
-           "the current input (the model starts from persistence)"),
+           "the current input (the readout starts at zero: the untrained model is persistence)"),
     Option("bptt_steps", 0, "truncation length of backpropagation through time (0: the whole "
            "window)", low=0),
     Option("streams", 0, "0: every batch starts from the zero state; B > 0: batches are B "
