@@ -23,14 +23,34 @@ def model_items(model, **optimizers):
     """Trackables for a `tf.train.Checkpoint` of `model` and its optimisers.
 
     Returns:
-      ``{"weights": every weight by path, "random_state": the seed generators' states by path
-      (when the model has any), **optimizers}``; optimisers given as None are left out.
+      ``{"weights": every weight by path, "random_state": the seed generators' states (when
+      the model has any), **optimizers}``; optimisers given as None are left out.
     """
-    weights = list(model.weights)
-    known = {id(w) for w in weights}
-    random_state = [v for v in model.variables if id(v) not in known]
-    items = {"weights": variables_by_path(weights)}
+    items = {"weights": variables_by_path(list(model.weights))}
+    random_state = seed_generator_states(model)
     if random_state:
-        items["random_state"] = variables_by_path(random_state)
+        items["random_state"] = random_state
     items.update({name: opt for name, opt in optimizers.items() if opt is not None})
     return items
+
+
+def seed_generator_states(model):
+    """{key: state variable} of every seed generator of `model` and its layers.
+
+    A generator's own variable path comes from a process-wide counter (``seed_generator_3``),
+    so it differs between two models built in one process; the key here is the path of layer
+    names from `model` down to the generator's owner and the generator's index there, which a
+    model rebuilt from the same code reproduces.
+    """
+    states, seen = {}, set()
+
+    def walk(layer, prefix):
+        for i, generator in enumerate(getattr(layer, "_seed_generators", ())):
+            if id(generator) not in seen:
+                seen.add(id(generator))
+                states[f"{prefix}.seed_generator_{i}"] = generator.state
+        for child in getattr(layer, "_layers", ()):
+            walk(child, f"{prefix}.{child.name}")
+
+    walk(model, model.name)
+    return states

@@ -85,7 +85,9 @@ def test_load_run_restores_the_latest_checkpoint_after_kill_and_resume(tmp_path)
     run = pagi_rsm.load_run(str(directory))   # killed: the latest checkpoint is batch 10
     assert run.results is None and run.batch == 10 and run.checkpoint.endswith("ckpt-10")
     reader = tf.train.load_checkpoint(run.checkpoint)
-    state = reader.get_tensor("model/state/.ATTRIBUTES/VARIABLE_VALUE")
+    # Every variable is saved by its path (pagi_rsm/checkpointing.py).
+    key = run.model.state.path.replace("/", "..")       # "." is written ".." in the keys
+    state = reader.get_tensor(f"weights/{key}/.ATTRIBUTES/VARIABLE_VALUE")
     np.testing.assert_array_equal(run.model.state.numpy(), state)   # the stream state
     assert cli.main(["pagi", "run", f"--workflow={TOY}", "--batches=18",
                      f"--checkpoint={directory / 'checkpoints'}"]) == 0

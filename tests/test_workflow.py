@@ -53,7 +53,7 @@ def test_stream_state_and_optimizer_state_are_checkpointed(tmp_path):
     workflow, _ = run_toy(tmp_path, batches=5)
     reader = tf.train.load_checkpoint(str(tmp_path / "run" / "checkpoints" / "ckpt-5"))
     names = reader.get_variable_to_shape_map()
-    assert any("state" in n and n.startswith("model/") for n in names)   # stream state
+    assert any("state" in n and n.startswith("weights/") for n in names)  # stream state
     assert any("optimizer" in n and "iterations" in n or "iteration" in n for n in names)
     assert reader.get_tensor("run_state/batch/.ATTRIBUTES/VARIABLE_VALUE") == 5
 
