@@ -16,7 +16,8 @@ Heads. The output layer holds ``num_heads`` heads of ``classes_per_head`` units 
 (a gather by the ``task`` input), so one compiled step serves any mix of tasks and only the
 example's own head gets a gradient from it. ``num_heads=1`` is the single-head layout.
 
-Training: SGD (``learning_rate``, ``momentum``, ``nesterov``) on the softmax cross-entropy, and
+Training: SGD (``learning_rate``, ``momentum``, ``nesterov``), or Adam with ``optimizer="adam"``
+(``learning_rate``), on the softmax cross-entropy, and
 ``weight_decay`` as an L2 term ``weight_decay / 2 * ||w||^2`` on every kernel and bias: the
 gradient gains ``weight_decay * w``, which is PyTorch's (coupled) SGD weight decay. Weights are
 initialised like PyTorch's Linear/Conv2d (uniform in +-1/sqrt(fan_in), biases too).
@@ -58,8 +59,9 @@ class ContinualClassifier(keras.Model):
       duty_cycle_period: duty-cycle averaging period in samples (integer >= 1).
       weight_sparsity: fraction of zero weights of the FC hidden layers, in [0, 1) (sparse only).
       conv_weight_sparsity: fraction of zero weights of the conv layers, in [0, 1) (sparse only).
-      learning_rate, momentum, nesterov: SGD settings used by `compile()`.
-      weight_decay: L2 coefficient (PyTorch SGD weight_decay semantics), >= 0.
+      optimizer: "sgd" or "adam", the optimizer `compile()` creates.
+      learning_rate: its learning rate; momentum, nesterov: SGD settings.
+      weight_decay: L2 coefficient (PyTorch's coupled weight_decay semantics), >= 0.
       num_heads: number of output heads (1: single head; the number of tasks: multi-head).
       classes_per_head: output units of each head (integer >= 2).
       input_shape: (H, W, C) of the images (derived from the benchmark by the workflow).
@@ -76,12 +78,15 @@ class ContinualClassifier(keras.Model):
     options = OPTIONS
     """The declared hparams (`pagi_rsm.hparams.continual_models.OPTIONS`)."""
 
+    _ATTRIBUTES = {"input_shape": "image_shape", "optimizer": "optimizer_name"}
+    """Hparams stored under another attribute name (keras.Model owns these two)."""
+
     def __init__(self, architecture="mlp", hidden_units=2000, hidden_layers=1,
                  conv_filters=(64, 128), kernel_size=5, dropout=0.0, sparse=False,
                  percent_on=0.1, conv_percent_on=0.1, k_inference_factor=1.5, boost_strength=0.0,
                  boost_strength_factor=0.9, duty_cycle_period=1000, weight_sparsity=0.0,
-                 conv_weight_sparsity=0.0, learning_rate=0.1, momentum=0.9, nesterov=True,
-                 weight_decay=1e-4, num_heads=1, classes_per_head=10, input_shape=(28, 28, 1),
+                 conv_weight_sparsity=0.0, optimizer="sgd", learning_rate=0.1, momentum=0.9,
+                 nesterov=True, weight_decay=1e-4, num_heads=1, classes_per_head=10, input_shape=(28, 28, 1),
                  **kwargs):
         super().__init__(**kwargs)
         values = OPTIONS.check(dict(
@@ -91,11 +96,11 @@ class ContinualClassifier(keras.Model):
             k_inference_factor=k_inference_factor, boost_strength=boost_strength,
             boost_strength_factor=boost_strength_factor, duty_cycle_period=duty_cycle_period,
             weight_sparsity=weight_sparsity, conv_weight_sparsity=conv_weight_sparsity,
-            learning_rate=learning_rate, momentum=momentum, nesterov=nesterov,
-            weight_decay=weight_decay, num_heads=num_heads, classes_per_head=classes_per_head,
+            optimizer=optimizer, learning_rate=learning_rate, momentum=momentum,
+            nesterov=nesterov, weight_decay=weight_decay, num_heads=num_heads, classes_per_head=classes_per_head,
             input_shape=list(input_shape)))
         for key, value in values.items():
-            setattr(self, "image_shape" if key == "input_shape" else key, value)
+            setattr(self, self._ATTRIBUTES.get(key, key), value)
         self.body = self._make_body()
         self.head = self._dense(self.num_heads * self.classes_per_head, self._features(),
                                 name="heads")
@@ -216,8 +221,10 @@ class ContinualClassifier(keras.Model):
     # --- training ---------------------------------------------------------------------------------
 
     def compile(self, optimizer=None, loss=None, metrics=None, **kwargs):
-        """`keras.Model.compile` with SGD from the hparams, cross-entropy on logits, accuracy."""
-        if optimizer is None:
+        """`keras.Model.compile` with the hparams' optimizer, cross-entropy on logits, accuracy."""
+        if optimizer is None and self.optimizer_name == "adam":
+            optimizer = keras.optimizers.Adam(self.learning_rate)
+        elif optimizer is None:
             optimizer = keras.optimizers.SGD(self.learning_rate, momentum=self.momentum,
                                              nesterov=self.nesterov)
         if loss is None:
@@ -235,5 +242,5 @@ class ContinualClassifier(keras.Model):
     def get_config(self):
         config = {"name": self.name}
         for key in OPTIONS:
-            config[key] = getattr(self, "image_shape" if key == "input_shape" else key)
+            config[key] = getattr(self, self._ATTRIBUTES.get(key, key))
         return config

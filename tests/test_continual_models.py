@@ -94,7 +94,24 @@ def test_keras_round_trip(tmp_path, rng):
     assert loaded.get_config() == model.get_config()
 
 
+def test_optimizer_hparam_chooses_sgd_or_adam_and_survives_saving(tmp_path):
+    import keras
+    sgd = _model()
+    sgd.compile()
+    assert isinstance(sgd.optimizer, keras.optimizers.SGD) and sgd.optimizer.nesterov
+    adam = _model(optimizer="adam", learning_rate=5e-4)
+    adam.compile()
+    assert isinstance(adam.optimizer, keras.optimizers.Adam)
+    assert float(adam.optimizer.learning_rate) == pytest.approx(5e-4)
+    path = tmp_path / "adam.keras"
+    adam.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_config()["optimizer"] == "adam"
+    assert isinstance(loaded.optimizer, keras.optimizers.Adam)
+
+
 @pytest.mark.parametrize("kwargs, match", [
+    ({"optimizer": "rmsprop"}, "optimizer must be one of sgd, adam"),
     ({"percent_on": 1.5}, r"percent_on must be a number in \(0, 1\), got 1.5"),
     ({"percent_on": 0.0}, "percent_on must be a number in"),
     ({"percent_on": 0.5, "k_inference_factor": 2.5}, r"percent_on \* k_inference_factor"),

@@ -7,6 +7,9 @@ from pagi_rsm.options import Option, Options
 ARCHITECTURES = ("mlp", "cnn")
 """Values of `architecture`."""
 
+OPTIMIZERS = ("sgd", "adam")
+"""Values of `optimizer`."""
+
 
 def _inference_fraction(values):
     for name in ("percent_on", "conv_percent_on"):
@@ -54,11 +57,13 @@ OPTIONS = Options(
            low=0.0, high=1.0, high_open=True),
     Option("conv_weight_sparsity", 0.0, "fraction of zero weights of the conv layers (sparse)",
            low=0.0, high=1.0, high_open=True),
-    Option("learning_rate", 0.1, "SGD learning rate", low=0.0, low_open=True),
+    Option("optimizer", "sgd", "sgd (learning_rate, momentum, nesterov) or adam "
+           "(learning_rate; Keras defaults otherwise)", choices=OPTIMIZERS),
+    Option("learning_rate", 0.1, "learning rate of the optimizer", low=0.0, low_open=True),
     Option("momentum", 0.9, "SGD momentum", low=0.0, high=1.0, high_open=True),
-    Option("nesterov", True, "Nesterov momentum"),
-    Option("weight_decay", 1e-4, "L2 coefficient with PyTorch SGD weight_decay semantics "
-           "(gradient + weight_decay * w)", low=0.0),
+    Option("nesterov", True, "Nesterov momentum (SGD)"),
+    Option("weight_decay", 1e-4, "L2 coefficient with PyTorch's coupled weight_decay semantics "
+           "(gradient + weight_decay * w), with either optimizer", low=0.0),
     Option("num_heads", 1, "output heads (the continual workflow derives it)", low=1),
     Option("classes_per_head", 10, "output units of each head (derived by the workflow)",
            low=2),
