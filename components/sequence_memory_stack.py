@@ -506,6 +506,17 @@ class SequenceMemoryStack(HparamsConfig, keras.Model):
         self.cross_entropy_tracker.update_state(ops.mean(cross_entropy))
         return self._logs()
 
+    def boost_scale(self):
+        """The boost decay schedule: ``boost_strength_factor ** (time_step // boost_decay_interval)``
+        (a float32 scalar; 1 when the factor is 1), the factor by which every layer's
+        `boost_strength` is scaled at the next duty-cycle update (bRSM decays it x0.85 every
+        1250 steps)."""
+        factor = self.hparams["boost_strength_factor"]
+        if factor == 1.0:
+            return 1.0
+        decays = ops.cast(self.time_step // self.hparams["boost_decay_interval"], "float32")
+        return ops.power(factor, decays)
+
     def _update_statistics(self, masks, steps, batch):
         interval = self.hparams["duty_cycle_interval"]
         if interval == -1:
@@ -519,10 +530,12 @@ class SequenceMemoryStack(HparamsConfig, keras.Model):
         self.usage_steps.assign_add(float(steps))
 
         due = self.usage_steps >= interval
+        scale = self.boost_scale()
         for cell, usage, code in zip(self.cells, self.usage, self.code_shapes):
             positions = float(math.prod(code[:-1]))
             cell.update_duty_cycle(usage, self.usage_steps * streams * positions,
-                                   self.hparams["duty_cycle_rate"], when=due)
+                                   self.hparams["duty_cycle_rate"], when=due,
+                                   boost_scale=scale)
             usage.assign(ops.where(due, ops.zeros_like(usage), usage))
         self.usage_steps.assign(ops.where(due, 0.0, self.usage_steps))
 

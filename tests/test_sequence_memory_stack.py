@@ -118,6 +118,20 @@ def test_frequency_statistics_update():
     assert freq.sum() <= 3 + 1e-5
 
 
+def test_boost_strength_decays_on_its_schedule():
+    # Duty cycle and boost are updated after every chunk of T steps; the strength halves every
+    # T steps, so the update of the third chunk (time step 2T) uses 2.0 * 0.5 ** 2.
+    model = small_stack(duty_cycle_interval=T, boost_strength=[2.0], boost_strength_factor=0.5,
+                        boost_decay_interval=T)
+    model.fit(toy_dataset(), steps_per_epoch=3, verbose=0)
+    cell = model.cells[0]
+    assert float(model.boost_scale()) == pytest.approx(0.125)     # time step 3T: next update
+    target = cell.active_groups / cell.units
+    np.testing.assert_allclose(np.asarray(cell.boost),
+                               np.exp((target - np.asarray(cell.duty_cycle)) * 2.0 * 0.25),
+                               rtol=1e-5)
+
+
 def test_mirrored_strategy_matches_one_device(strategies):
 
     def run(strategy):

@@ -105,6 +105,11 @@ OPTIONS = Options(
            "never", low=-1, aliases=("freq_update_interval",)),
     Option("duty_cycle_rate", 0.1, "rate of the duty cycle's moving average", low=0.0,
            high=1.0, aliases=("freq_learning_rate",)),
+    Option("boost_strength_factor", 1.0, "the boost strength is multiplied by this every "
+           "boost_decay_interval time steps (bRSM: 0.85; 1: constant)", low=0.0, high=1.0,
+           low_open=True),
+    Option("boost_decay_interval", 1250, "time steps between two decays of the boost strength",
+           low=1),
     Option("accuracy_window", 2000, "test-state predictions in the accuracy window", low=1),
     Option("seed", None, "seed of the dropout draws (null: unseeded)", kind="int", low=0),
     checks=rsm_cell.CHECKS + (_per_layer_lengths, _masses_sum_to_one, _duty_cycle_interval),

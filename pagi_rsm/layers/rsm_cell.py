@@ -409,7 +409,7 @@ class RSMCell(keras.layers.Layer):
         return output, result.states
 
     # ------------------------------------------------------------------ statistics
-    def update_duty_cycle(self, usage, slots, learning_rate=0.1, when=True):
+    def update_duty_cycle(self, usage, slots, learning_rate=0.1, when=True, boost_scale=1.0):
         """EMA update of the cell win frequency (and boost) from a usage count.
 
         See docs/rsm.md#duty-cycles.
@@ -420,6 +420,8 @@ class RSMCell(keras.layers.Layer):
           learning_rate: a, freq ← a·usage/slots + (1 − a)·freq.
           when: boolean (tensor); False leaves the statistics unchanged. A select rather than
             a `tf.cond`, so it is safe inside a replica under `tf.distribute`.
+          boost_scale: multiplies `boost_strength` in this update (a float or scalar tensor; the
+            stack's boost decay schedule, docs/rsm.md#boosting).
         """
         observed = ops.cast(usage, "float32") / ops.maximum(ops.cast(slots, "float32"), 1.0)
         frequency = learning_rate * observed + (1.0 - learning_rate) * self.duty_cycle
@@ -427,7 +429,8 @@ class RSMCell(keras.layers.Layer):
         self.duty_cycle.assign(frequency)
         if self.boost_strength > 0:
             self.boost.assign(rsm_ops.boost_from_duty_cycle(
-                frequency, self.active_groups / self.units, self.boost_strength))
+                frequency, self.active_groups / self.units,
+                self.boost_strength * ops.cast(boost_scale, "float32")))
 
     def get_config(self):
         config = super().get_config()
