@@ -227,20 +227,6 @@ class ConvRSM(RSMCell):
             return True
         return bound <= AUTO_SPARSE_FRACTION * self.feedback_shape[2]
 
-    def _drive(self, inputs, kernel, bias, sparse, max_nonzero, training):
-        """dropout(inputs) W (+ b) at every position; `inputs` is [M, m] (M = B·h·w).
-
-        The sparse path multiplies the non-zero entries only and draws the dropout for them
-        alone (a dropped zero stays zero): k random numbers per position instead of m.
-        """
-        if not sparse:
-            inputs = self._dropout(inputs, self.recurrent_keep_rate, training)
-            return self._dense(inputs, kernel, bias)
-        drive = rsm_ops.sparse_input_matmul(
-            inputs, kernel, max_nonzero,
-            values_fn=lambda v: self._dropout(v, self.recurrent_keep_rate, training))
-        return drive if bias is None else drive + ops.cast(bias, drive.dtype)
-
     def step(self, x, states, reset=None, feedback=None, training=False):
         """One step of the memory; returns `RSMStep(encoding, decoding, mask, states)`.
 

@@ -310,15 +310,21 @@ class RSMCell(keras.layers.Layer):
                     and self.active_groups <= AUTO_SPARSE_FRACTION * self.units)
         return self.recurrent_path == "sparse"
 
-    def _recurrent(self, r_in):
-        """R = r_in W_r (+ b_r), dense or through the non-zero entries of r_in."""
-        if not self.uses_sparse_recurrent_path:
-            return self._dense(r_in, self.recurrent_kernel, self.recurrent_bias)
+    def _drive(self, inputs, kernel, bias, sparse, max_nonzero, training):
+        """dropout(inputs) W (+ b) with the recurrent keep rate: the recurrent (and, in
+        `ConvRSM`, feedback) drive; `inputs` is [M, m].
+
+        Dense: dropout on the whole input, then the matmul. Sparse (`sparse` True): the product
+        of the non-zero entries only (at most `max_nonzero` per row), with the dropout drawn
+        for them alone (a dropped zero stays zero): k random numbers per row instead of m.
+        """
+        if not sparse:
+            inputs = self._dropout(inputs, self.recurrent_keep_rate, training)
+            return self._dense(inputs, kernel, bias)
         drive = rsm_ops.sparse_input_matmul(
-            r_in, ops.cast(self.recurrent_kernel, r_in.dtype), self.active_groups)
-        if self.recurrent_bias is not None:
-            drive = drive + ops.cast(self.recurrent_bias, drive.dtype)
-        return drive
+            inputs, ops.cast(kernel, inputs.dtype), max_nonzero,
+            values_fn=lambda v: self._dropout(v, self.recurrent_keep_rate, training))
+        return drive if bias is None else drive + ops.cast(bias, drive.dtype)
 
     def step(self, x, states, reset=None, feedback=None, training=False):
         """One step of the memory; returns `RSMStep(encoding, decoding, mask, states)`.
@@ -357,8 +363,8 @@ class RSMCell(keras.layers.Layer):
                 y_prev, r_trace, decay=self.recurrent_decay, floor=self.recurrent_decay_floor,
                 norm=self.recurrent_norm, norm_eps=self.recurrent_norm_eps,
                 norm_first=self.input_norm_first)
-            r_in = self._dropout(r_in, self.recurrent_keep_rate, training)
-            drive = self._recurrent(r_in)                                          # [B, n]
+            drive = self._drive(r_in, self.recurrent_kernel, self.recurrent_bias,   # [B, n]
+                                self.uses_sparse_recurrent_path, self.active_groups, training)
         if self.feedback_units:
             if feedback is None:
                 raise ValueError("this RSMCell has feedback_units > 0: pass `feedback`")
