@@ -48,9 +48,24 @@ def test_permuted_mnist_applies_each_tasks_permutation(mnist_dir):
         np.testing.assert_allclose(x.reshape(4, -1), expected, atol=1e-5)
         np.testing.assert_array_equal(t, [task] * 4)
         np.testing.assert_array_equal(y, labels[:4])
-    # Standardised with the training set's statistics (the published MNIST mean and std).
+    # By default the pixels are in [0, 1], as the sparse-dynamic-synapses project fed them.
+    assert bench.mean[0] == 0.0 and bench.std[0] == 1.0
+    x, _, _ = _first(bench.dataset(0, "test", batch_size=4))
+    np.testing.assert_allclose(x.reshape(4, -1), raw[:4].reshape(4, -1) / 255.0, atol=1e-6)
+
+
+def test_standardize_uses_the_training_sets_statistics(mnist_dir):
+    bench = data.load_benchmark("permuted_mnist", 2, seed=5, mnist_dir=mnist_dir,
+                                input_scaling="standardize")
+    raw, _ = mnist.load_idx(mnist_dir, "test")
+    # The published MNIST mean and std.
     assert bench.mean[0] == pytest.approx(0.1307, abs=1e-4)
     assert bench.std[0] == pytest.approx(0.3081, abs=1e-4)
+    x, _, _ = _first(bench.dataset(1, "test", batch_size=4))
+    expected = (raw[:4].reshape(4, -1) / 255.0 - 0.1307) / 0.3081
+    np.testing.assert_allclose(x.reshape(4, -1), expected[:, bench.permutations[1]], atol=1e-3)
+    with pytest.raises(ValueError, match="input_scaling must be one of unit, standardize"):
+        data.load_benchmark("permuted_mnist", 2, mnist_dir=mnist_dir, input_scaling="zscore")
 
 
 def test_cumulative_union_and_seeded_shuffles(mnist_dir):

@@ -14,7 +14,7 @@ from pagi_rsm.workflows import continual
 from tests.conftest import REPO, SHARED_DATA
 
 DEFINITION = str(REPO / "definitions" / "continual" / "experiments.yaml")
-TINY_HPARAMS = {"hidden_units": 32, "dropout": 0.5, "learning_rate": 0.05}
+TINY_HPARAMS = {"hidden_units": 32, "dropout": 0.5, "learning_rate": 0.2}
 
 
 def tiny_options(**extra):

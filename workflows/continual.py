@@ -119,6 +119,9 @@ class ContinualWorkflow(Workflow):
         Option("permute_first", False, "permuted_mnist: permute task 0 too"),
         Option("cumulative", False, "train task i on the union of tasks 0..i (the cumulative "
                "upper bound)"),
+        Option("input_scaling", "unit", "pixels / 255 (unit), or then standardised per channel "
+               "with the training images' mean and std (standardize)",
+               choices=data.INPUT_SCALINGS),
         Option("epochs_first_task", 2, "epochs on task 0", low=1),
         Option("epochs_per_task", 2, "epochs on each later task", low=1),
         Option("batch_size", 128, "training batch size (global, over all replicas)", low=1),
@@ -215,7 +218,8 @@ class ContinualWorkflow(Workflow):
                 o["benchmark"], num_tasks=o["num_tasks"], seed=self.config.seed,
                 multi_head=o["multi_head"], permute_first=o["permute_first"],
                 mnist_dir=o["mnist_dir"] or None, cifar100_dir=o["cifar100_dir"] or None,
-                source=o["cifar100_source"], tfds_data_dir=o["tfds_data_dir"] or None)
+                source=o["cifar100_source"], tfds_data_dir=o["tfds_data_dir"] or None,
+                input_scaling=o["input_scaling"])
         return self._benchmark
 
     def _limit(self, key):

@@ -14,8 +14,12 @@ describes the benchmarks and the figures measured on them.
 - ``split_cifar100``: CIFAR-100 split into `num_tasks` tasks of ``100 / num_tasks`` consecutive
   fine classes (10 tasks of 10 by default); multi-head or single-head like split MNIST.
 
-Inputs are scaled to [0, 1] and standardised with the training set's per-channel mean and
-standard deviation. Data: MNIST through `pagi_rsm.datasets.mnist.load_mnist` (IDX files or a
+Inputs are scaled to [0, 1] (``input_scaling="unit"``, what the sparse-dynamic-synapses
+project fed its networks) or, with ``input_scaling="standardize"``, further standardised with
+the training set's per-channel mean and standard deviation. Standardised MNIST has about nine
+times the squared norm of [0, 1] MNIST (the background becomes -0.42 everywhere), which at
+SGD lr 0.1 with Nesterov momentum makes the first layer's effective step that much larger: the
+dense MLP of the permuted-MNIST setting then diverges from task to task (docs/continual.md). Data: MNIST through `pagi_rsm.datasets.mnist.load_mnist` (IDX files or a
 prepared tensorflow-datasets copy); CIFAR-100 through `load_cifar100` (the original
 ``cifar-100-python`` archive or directory, or a prepared tensorflow-datasets copy). Nothing is
 ever downloaded.
@@ -171,13 +175,23 @@ def check_benchmark_args(name, num_tasks, multi_head, prefix=""):
                          f"equally many classes, e.g. 10 tasks of 10), got {num_tasks}")
 
 
-def _standardisation(images):
+INPUT_SCALINGS = ("unit", "standardize")
+"""Values of `input_scaling`: [0, 1], or [0, 1] then per-channel standardisation."""
+
+
+def _standardisation(images, input_scaling):
+    """(mean, std) per channel that the inputs in [0, 1] are standardised with: the training
+    images' for "standardize", (0, 1) (no change) for "unit"."""
+    channels = images.shape[-1]
+    if input_scaling == "unit":
+        return np.zeros(channels, np.float32), np.ones(channels, np.float32)
     x = images.astype(np.float64) / 255.0
     axes = tuple(range(x.ndim - 1))
     return x.mean(axis=axes).astype(np.float32), x.std(axis=axes).astype(np.float32)
 
 
-def _split_by_classes(name, num_tasks, multi_head, train, test, num_classes, image_shape):
+def _split_by_classes(name, num_tasks, multi_head, train, test, num_classes, image_shape,
+                      input_scaling):
     """A benchmark whose task t holds the classes [t*c, (t+1)*c), c = num_classes / num_tasks."""
     per_task = num_classes // num_tasks
     task_classes = [list(range(t * per_task, (t + 1) * per_task)) for t in range(num_tasks)]
@@ -187,7 +201,7 @@ def _split_by_classes(name, num_tasks, multi_head, train, test, num_classes, ima
         images[split] = np.ascontiguousarray(x.reshape((-1,) + image_shape))
         labels[split] = (y % per_task if multi_head else y).astype(np.int32)
         rows[split] = [np.flatnonzero(y // per_task == t) for t in range(num_tasks)]
-    mean, std = _standardisation(images["train"])
+    mean, std = _standardisation(images["train"], input_scaling)
     return ContinualBenchmark(
         name=name, num_tasks=num_tasks, multi_head=multi_head,
         classes_per_head=per_task if multi_head else num_classes, image_shape=image_shape,
@@ -209,7 +223,8 @@ def permutations(num_tasks, size, seed, permute_first=False):
 
 
 def load_benchmark(name, num_tasks=None, seed=0, multi_head=None, permute_first=False,
-                   mnist_dir=None, cifar100_dir=None, source="auto", tfds_data_dir=None):
+                   mnist_dir=None, cifar100_dir=None, source="auto", tfds_data_dir=None,
+                   input_scaling="unit"):
     """Loads a continual-learning benchmark.
 
     Args:
@@ -223,6 +238,8 @@ def load_benchmark(name, num_tasks=None, seed=0, multi_head=None, permute_first=
         (None: tensorflow-datasets).
       source: CIFAR-100 source, "auto", "python" (the archive) or "tfds".
       tfds_data_dir: tensorflow-datasets data directory.
+      input_scaling: "unit" (pixels / 255) or "standardize" (then per-channel standardised
+        with the training images' mean and standard deviation).
 
     Returns:
       A `ContinualBenchmark`.
@@ -237,21 +254,24 @@ def load_benchmark(name, num_tasks=None, seed=0, multi_head=None, permute_first=
     if multi_head is None:
         multi_head = name != "permuted_mnist"
     check_benchmark_args(name, num_tasks, multi_head)
+    if input_scaling not in INPUT_SCALINGS:
+        raise ValueError(f"input_scaling must be one of {', '.join(INPUT_SCALINGS)}, got "
+                         f"{input_scaling!r}")
     if name == "split_cifar100":
         train = load_cifar100(cifar100_dir, "train", source, tfds_data_dir)
         test = load_cifar100(cifar100_dir, "test", source, tfds_data_dir)
         return _split_by_classes(name, num_tasks, multi_head, train, test, CIFAR100_CLASSES,
-                                 (32, 32, 3))
+                                 (32, 32, 3), input_scaling)
     shape = (mnist.IMAGE_SIZE, mnist.IMAGE_SIZE, 1)
     train = mnist.load_mnist(mnist_dir, "train", tfds_data_dir=tfds_data_dir)
     test = mnist.load_mnist(mnist_dir, "test", tfds_data_dir=tfds_data_dir)
     if name == "split_mnist":
         return _split_by_classes(name, num_tasks, multi_head, train, test, mnist.NUM_CLASSES,
-                                 shape)
+                                 shape, input_scaling)
     images = {"train": train[0].reshape((-1,) + shape), "test": test[0].reshape((-1,) + shape)}
     labels = {"train": train[1].astype(np.int32), "test": test[1].astype(np.int32)}
     rows = {split: [np.arange(len(labels[split]))] * num_tasks for split in labels}
-    mean, std = _standardisation(images["train"])
+    mean, std = _standardisation(images["train"], input_scaling)
     return ContinualBenchmark(
         name=name, num_tasks=num_tasks, multi_head=False, classes_per_head=mnist.NUM_CLASSES,
         image_shape=shape, images=images, labels=labels, task_rows=rows,
