@@ -18,12 +18,13 @@ ratio then measures the machine's load as well as the cell. ``--intra_op_threads
 every op on the calling thread (both sides alike); the line printed first says which setting
 was used. Report both on a shared machine.
 
-What the attention form costs here: per time step two batched mat-vecs forward and three
-backward over the `[B, L, H]` history, plus one scatter writing h(t) into the ring buffer
-(`pagi_rsm.ops.fast_weights.write_history`). Keeping the history in time order instead (L
-states stacked every step) measured 1.37-1.56x the LSTM on a quiet machine; the ring buffer
-1.06-1.15x (1.11-1.24x with one intra-op thread), and 1.33-1.36x with a training run on the
-other core.
+What the attention form costs here: per time step two broadcast products reduced over one axis
+forward and three backward over the `[B, L, H]` history, plus one scatter writing h(t) into the
+ring buffer (`pagi_rsm.ops.fast_weights.write_history`). Keeping the history in time order
+instead (L states stacked every step) measured 1.37-1.56x the LSTM on a quiet AVX2 machine. The
+two sums over the history were batched matrix-vector products until oneDNN, on a quiet 2-core
+AVX-512 machine, spread those tiny products over its threads: 1.98-2.04x the LSTM there
+(1.24x with one intra-op thread), 1.36-1.43x with the broadcast form (docs/performance.md).
 
 Usage::
 

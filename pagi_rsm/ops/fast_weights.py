@@ -112,14 +112,14 @@ def attend_history(history, hidden, weights):
 def _attend(history, query, weights):
     """``(scores [B, L, 1], attended [B, H])`` of `attend_history`; `weights` is `[B, L, 1]`.
 
-    Both sums over the history are batched matrix-vector products: broadcast products of
-    shape `[B, L, H]` and their reductions cost several times more on a CPU.
+    Both sums over the history are broadcast products reduced over one axis. The batched
+    matrix-vector form (`matmul` of `[B, L, H]` by `[B, H, 1]`) gives the same values, but on a
+    2-core AVX-512 CPU oneDNN splits each of these tiny batched products over the intra-op
+    thread pool, and the training step of the attention form took 1.4-1.6x longer with them
+    (docs/performance.md#fast-weights-attention-on-avx-512).
     """
-    import tensorflow as tf
-
-    scores = tf.matmul(history, query[:, :, None]) * weights  # [B, L, 1]
-    attended = tf.matmul(scores, history, transpose_a=True)  # [B, 1, H]
-    return scores, tf.squeeze(attended, axis=1)
+    scores = ops.sum(history * query[:, None, :], axis=-1, keepdims=True) * weights  # [B, L, 1]
+    return scores, ops.sum(scores * history, axis=1)
 
 
 def attend_and_normalise(boundary, query, history, weights, gain, bias, epsilon=1e-5):
@@ -129,16 +129,16 @@ def attend_and_normalise(boundary, query, history, weights, gain, bias, epsilon=
     the sustained boundary term, then layer normalisation of each sample over its features,
     ``gain * (u - mean(u)) / sqrt(var(u) + epsilon) + bias`` as in
     `pagi_rsm.ops.layer_norm.layer_norm`. The values equal those of the two composed to float
-    rounding (the sums over the history run as batched matrix products).
+    rounding.
 
     Why a separate function: in a CPU graph the recurrent step is dominated by per-op overhead
     and by `[B, L, H]`-sized temporaries, not by arithmetic. Automatic differentiation of the
     composed expression materialises broadcast products of shape `[B, L, H]` and adds reductions,
-    reshapes and tiles for every mean and broadcast. Here the two sums over the history are
-    batched matrix-vector products (no `[B, L, H]` temporary), and the gradient is the closed
-    form, with ``x = (u - mean) / sigma`` and ``dx = dy * gain``:
-    ``du = (dx - mean(dx) - x * mean(dx * x)) / sigma``, then back through the attention,
-    ``d_history[l] = scores[l] du + d_scores[l] query`` as one batched product. The gradients
+    reshapes and tiles for every mean and broadcast. Here the gradient is the closed form, with
+    ``x = (u - mean) / sigma`` and ``dx = dy * gain``:
+    ``du = (dx - mean(dx) - x * mean(dx * x)) / sigma``, then back through the attention (the
+    same two sums as forward, with ``du`` as the query),
+    ``d_history[l] = scores[l] du + d_scores[l] query``. The gradients
     agree with automatic differentiation to float rounding (tests/test_fast_weights.py).
 
     Args:
@@ -170,11 +170,9 @@ def attend_and_normalise(boundary, query, history, weights, gain, bias, epsilon=
                              - normalised * tf.reduce_mean(d_norm * normalised, axis=-1,
                                                            keepdims=True))
             # u = boundary + sum_l scores[l] history[l];  scores[l] = w[l] <history[l], query>
-            d_scores = tf.matmul(history, d_u[:, :, None]) * weights  # [B, L, 1]
-            d_query = tf.matmul(d_scores, history, transpose_a=True)  # [B, 1, H]
-            d_history = tf.matmul(tf.concat([scores, d_scores], axis=-1),  # [B, L, 2]
-                                  tf.stack([d_u, query], axis=1))  # [B, 2, H]
-            return d_u, tf.squeeze(d_query, axis=1), d_history, d_gain, d_bias
+            d_scores, d_query = _attend(history, d_u, weights)  # [B, L, 1], [B, H]
+            d_history = scores * d_u[:, None, :] + d_scores * query[:, None, :]
+            return d_u, d_query, d_history, d_gain, d_bias
 
         return y, grad
 
