@@ -122,3 +122,48 @@ def test_auto_recurrent_path_is_sparse_only_at_small_k_without_trace():
     assert not path(active_groups=2, recurrent_decay=0.5)  # a trace has more than k non-zeros
     assert not path(active_groups=2, recurrent_path="dense")
     assert path(active_groups=25, recurrent_path="sparse")
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+def test_max_over_cells_gradient_from_the_mask_equals_tensorflows(mode):
+    # y = tanh(z * mask) with one active cell per active group; the active cell's value is
+    # positive, exactly 0 (the maximum is then shared by all c cells) or negative (the maximum
+    # is an inactive cell's 0). The gradient with respect to z must equal TensorFlow's own
+    # gradient of reduce_max, bit for bit.
+    rng = np.random.default_rng(3)
+    b, g, c = 4, 5, 3
+    z = rng.standard_normal((b, g, c)).astype(np.float32)
+    mask = np.zeros((b, g, c), np.float32)
+    for i in range(b):
+        for j in rng.choice(g, 3, replace=False):
+            mask[i, j, rng.integers(c)] = 1.0
+    active = np.argwhere(mask > 0)
+    z[tuple(active[0])] = 0.0                        # a = 0: shared maximum
+    z[tuple(active[1])] = -abs(z[tuple(active[1])])  # a < 0: the maximum is an inactive 0
+    z[tuple(active[2])] = abs(z[tuple(active[2])])   # a > 0
+    weights = rng.standard_normal((b, g)).astype(np.float32)
+
+    def gradient(use_mask):
+        def fn(z):
+            with tf.GradientTape() as tape:
+                tape.watch(z)
+                y = tf.tanh(z * mask)
+                pooled = rsm_ops.pool_cells(y, "max", mask if use_mask else None)
+                loss = tf.reduce_sum(pooled * weights)
+            return pooled, tape.gradient(loss, z)
+        if mode != "eager":
+            fn = tf.function(fn, jit_compile=mode == "xla")
+        return [t.numpy() for t in fn(tf.constant(z))]
+
+    (pooled_tf, grad_tf), (pooled_mask, grad_mask) = gradient(False), gradient(True)
+    np.testing.assert_array_equal(pooled_mask, pooled_tf)
+    np.testing.assert_array_equal(grad_mask, grad_tf)
+    i, j, k = active[0]
+    assert grad_tf[i, j, k] == np.float32(weights[i, j]) * np.float32(1.0 / c)  # the 1/c share
+    assert grad_tf[tuple(active[1])] == 0.0
+
+
+def test_the_mask_gradient_is_used_only_when_the_activation_keeps_zero():
+    assert RSMCell(4, 2, 1, activation="tanh")._activation_keeps_zero
+    assert RSMCell(4, 2, 1, activation="relu")._activation_keeps_zero
+    assert not RSMCell(4, 2, 1, activation="sigmoid")._activation_keeps_zero

@@ -296,7 +296,8 @@ class ConvRSM(RSMCell):
         mask = tf.stop_gradient(rsm_ops.group_cell_mask(rho, self.active_groups))
         y = self.activation(z * mask)
 
-        pooled = rsm_ops.pool_cells(y, self.decoder_pooling)                      # [B, h, w, g]
+        pooled = rsm_ops.pool_cells(y, self.decoder_pooling,                     # [B, h, w, g]
+                                    mask if self._activation_keeps_zero else None)
         decoded = rsm_ops.conv_decode(pooled, self.decoder_kernel, self.decoder_bias,
                                       self.target_shape, self.strides)
         decoded = self.decoder_activation(decoded)

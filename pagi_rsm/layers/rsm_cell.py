@@ -242,6 +242,17 @@ class RSMCell(keras.layers.Layer):
     def target_units(self):
         return self.decoder_units or self.input_dim
 
+    @property
+    def _activation_keeps_zero(self):
+        """True when the activation maps 0 to exactly 0 (tanh, relu, linear): the inactive
+        cells then output 0 and the decoder's max over cells can take its gradient from the
+        selection mask (`pagi_rsm.ops.rsm.pool_cells`)."""
+        if not hasattr(self, "_keeps_zero"):
+            with tf.init_scope():  # eager even while a tf.function is being traced
+                value = self.activation(tf.zeros((1,), tf.float32))
+                self._keeps_zero = bool(tf.reduce_all(tf.equal(value, 0.0)).numpy())
+        return self._keeps_zero
+
     def build(self, input_shape):
         if len(input_shape) != 2:
             raise ValueError(
@@ -388,8 +399,8 @@ class RSMCell(keras.layers.Layer):
         with tf.name_scope("activation"):
             y = self.activation(z * mask)                                         # [B, g, c]
         with tf.name_scope("decoder"):
-            pooled = (ops.max(y, axis=-1) if self.decoder_pooling == "max"
-                      else ops.sum(y, axis=-1))
+            pooled = rsm_ops.pool_cells(y, self.decoder_pooling,
+                                        mask if self._activation_keeps_zero else None)
             decoded = self._dense(pooled, self.decoder_kernel, self.decoder_bias)
             decoded = self.decoder_activation(decoded)
         with tf.name_scope("state"):

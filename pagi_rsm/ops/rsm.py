@@ -226,12 +226,55 @@ def gathered_rows_matmul(values, index, kernel):
     return out, grad
 
 
-def pool_cells(y, mode):
+def pool_cells(y, mode, mask=None):
     """What the decoder reads of each group: "max" over its cells (the original) or "sum".
 
-    `y` is [..., g, c]; returns [..., g].
+    Args:
+      y: cell outputs [..., g, c].
+      mode: "max" or "sum".
+      mask: optional selection mask like `y` (one active cell per active group, 0 elsewhere),
+        given only when ``y = f(z * mask)`` with f(0) = 0, i.e. every inactive cell outputs
+        exactly 0. The max then gets a cheaper gradient (`_max_over_active_cells`) with the
+        same values wherever the caller's gradient can reach (the active cells).
+
+    Returns:
+      [..., g].
     """
-    return tf.reduce_max(y, axis=-1) if mode == "max" else tf.reduce_sum(y, axis=-1)
+    if mode != "max":
+        return tf.reduce_sum(y, axis=-1)
+    if mask is None:
+        return tf.reduce_max(y, axis=-1)
+    return _max_over_active_cells(y, tf.cast(mask, y.dtype))
+
+
+def _max_over_active_cells(y, mask):
+    """``reduce_max(y, -1)`` whose gradient is computed from the selection mask.
+
+    TensorFlow's gradient of a max splits the upstream gradient equally among the entries equal
+    to the maximum (comparison, count, division over the whole [..., g, c] tensor). Here the
+    inactive cells output exactly 0 and one cell per group is active, with output a. So the
+    maximum is a when a > 0 (the only entry equal to it), 0 shared by all c cells when a = 0,
+    and 0 from the inactive cells when a < 0. The active cell's share of the gradient is 1, 1/c
+    or 0, as in TensorFlow's gradient. The inactive cells get 0 here (TensorFlow gives them a
+    share when the maximum is 0), which is the same to the caller: their output is f(z * 0),
+    whose gradient with respect to z is multiplied by the mask's 0.
+    """
+    c = y.shape[-1]
+
+    @tf.custom_gradient
+    def forward(y):
+        pooled = tf.reduce_max(y, axis=-1)
+
+        def grad(upstream):
+            active = tf.reduce_sum(y * mask, axis=-1)                              # [..., g]
+            share = tf.where(active > 0, tf.ones((), y.dtype),
+                             tf.where(tf.equal(active, 0), tf.cast(1.0 / c, y.dtype),
+                                      tf.zeros((), y.dtype)))
+            return (share * upstream)[..., None] * mask
+
+        return pooled, grad
+
+    return forward(y)
 
 
 def resize_bilinear(x, size):
