@@ -11,12 +11,12 @@ computed either as a dense [B·h·w, n]×[n, n] matmul ("dense") or from the non
 its input alone (`sparse_input_matmul`, "sparse": 3 of 512 recurrent entries per position at
 layer 1, 5 of 1024 at layer 2; up to 20 of 1024 feedback entries at layer 1); "auto" is what
 `recurrent_path="auto"` chooses (layer 1: sparse recurrent, dense feedback). Variants are timed
-interleaved (benchmarks/side_by_side.py) and each ratio to dense is the median of
-per-repetition ratios.
+interleaved with the 2048³ matmul that shows the machine's load (benchmarks/side_by_side.py);
+times and ratios to dense are medians [quartiles] over the repetitions (9 by default).
 
 Usage::
 
-    python benchmarks/conv_rsm.py --batch 64 --repeats 5 [--xla]
+    python benchmarks/conv_rsm.py --batch 64 --repeats 9 [--xla]
 """
 import argparse
 import os
@@ -29,7 +29,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from side_by_side import interleaved, median, median_ratio  # noqa: E402
+from side_by_side import (describe, interleaved, machine_line, matmul_variant,  # noqa: E402
+                          median_ratio, ratios)
 from pagi_rsm import ConvRSM  # noqa: E402
 
 LAYERS = {
@@ -87,21 +88,23 @@ def training_step(name, path, batch, xla):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--layers", default="layer1,layer2")
     parser.add_argument("--xla", action="store_true")
     args = parser.parse_args(argv)
     print(f"TensorFlow {tf.__version__}; B={args.batch}; xla={args.xla}; "
-          f"repeats={args.repeats} (medians of interleaved repetitions)")
-    ratios = {}
+          f"repeats={args.repeats} (medians [quartiles] of interleaved repetitions)")
+    matmul_label, matmul, matmul_flops = matmul_variant()
+    result = {}
     for name in args.layers.split(","):
         variants = []
         paths = ("dense", "sparse", "auto") if LAYERS[name]["feedback"] else ("dense", "sparse")
         for path in paths:
             step, layer = training_step(name, path, args.batch, args.xla)
             variants.append((f"{name}_{path}", step))
-        times = interleaved(variants, args.repeats, warmup=args.warmup)
+        times = interleaved(variants + [(matmul_label, matmul)], args.repeats,
+                            warmup=args.warmup)
         h, w = layer.grid
         auto = make_layer(name, "auto")
         auto.build((None,) + LAYERS[name]["input"])
@@ -110,12 +113,14 @@ def main(argv=None):
             chosen += f", feedback {'sparse' if auto.uses_sparse_feedback_path else 'dense'}"
         print(f"{name}: grid {h}x{w}, n={layer.units}, k={layer.active_groups}; "
               f"recurrent_path='auto' takes: {chosen}")
+        print("  " + machine_line(times, matmul_flops))
         for label, _ in variants:
-            print(f"  {label:<16} {median(times[label]['wall']):9.1f} ms/step")
+            print(f"  {label:<16} {describe(times[label]['wall'], ' ms/step', 1)}")
         for path in paths[1:]:
-            ratios[f"{name}_{path}"] = median_ratio(times, f"{name}_{path}", f"{name}_dense")
-            print(f"  {path}/dense time ratio {ratios[f'{name}_{path}']:.3f}")
-    return ratios
+            result[f"{name}_{path}"] = median_ratio(times, f"{name}_{path}", f"{name}_dense")
+            print(f"  {path}/dense time ratio "
+                  f"{describe(ratios(times, f'{name}_{path}', f'{name}_dense'), digits=3)}")
+    return result
 
 
 if __name__ == "__main__":
