@@ -296,8 +296,7 @@ class ConvRSM(RSMCell):
         mask = tf.stop_gradient(rsm_ops.group_cell_mask(rho, self.active_groups))
         y = self.activation(z * mask)
 
-        pooled = rsm_ops.pool_cells(y, self.decoder_pooling,                     # [B, h, w, g]
-                                    mask if self._activation_keeps_zero else None)
+        pooled = self._pool_cells(y, mask)                                        # [B, h, w, g]
         decoded = rsm_ops.conv_decode(pooled, self.decoder_kernel, self.decoder_bias,
                                       self.target_shape, self.strides)
         decoded = self.decoder_activation(decoded)

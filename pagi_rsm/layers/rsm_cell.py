@@ -195,6 +195,9 @@ class RSMCell(keras.layers.Layer):
         self.inhibition_with_mask = bool(inhibition_with_mask)
         self.boost_strength = float(boost_strength)
         self.activation = keras.activations.get(activation)
+        with tf.init_scope():  # eager even when the layer is made inside a tf.function
+            self._activation_keeps_zero = bool(tf.reduce_all(tf.equal(
+                self.activation(tf.zeros((1,), tf.float32)), 0.0)).numpy())
         self.decoder_units = decoder_units
         self.decoder_activation = keras.activations.get(decoder_activation)
         self.use_input_bias = use_input_bias
@@ -242,16 +245,12 @@ class RSMCell(keras.layers.Layer):
     def target_units(self):
         return self.decoder_units or self.input_dim
 
-    @property
-    def _activation_keeps_zero(self):
-        """True when the activation maps 0 to exactly 0 (tanh, relu, linear): the inactive
-        cells then output 0 and the decoder's max over cells can take its gradient from the
-        selection mask (`pagi_rsm.ops.rsm.pool_cells`)."""
-        if not hasattr(self, "_keeps_zero"):
-            with tf.init_scope():  # eager even while a tf.function is being traced
-                value = self.activation(tf.zeros((1,), tf.float32))
-                self._keeps_zero = bool(tf.reduce_all(tf.equal(value, 0.0)).numpy())
-        return self._keeps_zero
+    def _pool_cells(self, y, mask):
+        """What the decoder reads of each group (`pagi_rsm.ops.rsm.pool_cells`). When the
+        activation maps 0 to exactly 0 (tanh, relu, linear), every inactive cell outputs 0 and
+        the max over cells takes its gradient from the selection mask."""
+        return rsm_ops.pool_cells(y, self.decoder_pooling,
+                                  mask if self._activation_keeps_zero else None)
 
     def build(self, input_shape):
         if len(input_shape) != 2:
@@ -399,8 +398,7 @@ class RSMCell(keras.layers.Layer):
         with tf.name_scope("activation"):
             y = self.activation(z * mask)                                         # [B, g, c]
         with tf.name_scope("decoder"):
-            pooled = rsm_ops.pool_cells(y, self.decoder_pooling,
-                                        mask if self._activation_keeps_zero else None)
+            pooled = self._pool_cells(y, mask)
             decoded = self._dense(pooled, self.decoder_kernel, self.decoder_bias)
             decoded = self.decoder_activation(decoded)
         with tf.name_scope("state"):
