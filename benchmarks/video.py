@@ -7,6 +7,8 @@
    ratio is loop / while_loop time (> 1: the compiled loop is faster). The model is the
    paper's two-layer convolutional stack when this checkout's `SequenceMemoryStack` has
    ``step`` (the ConvRSM stack), else a stand-in conv predictor (said in the output).
+   ``--feedback_order`` also times the compiled loop with the feedback resized before its
+   kernel instead of multiplied on the coarse grid (docs/conv_rsm.md).
 2. The ConvRSM training step at the paper shapes, dense vs sparse recurrent path: runs
    ``benchmarks/conv_rsm.py`` (imported, when present) with ``--conv_args``.
 3. Quality of a finished video run (``--results``: its results.json): the next-frame squared
@@ -23,6 +25,7 @@ Variants are timed interleaved (`side_by_side.interleaved`), so machine load hit
 Usage::
 
     python benchmarks/video.py --batches 1,200 --prime 10 --steps 30
+    python benchmarks/video.py --batches 1 --feedback_order
     python benchmarks/video.py --skip_generation --results runs/video/results.json
     python benchmarks/video.py --skip_generation --curve runs/rsm_checkpoint_copies
 """
@@ -36,6 +39,7 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import side_by_side  # noqa: E402
+from side_by_side import describe, machine_line, matmul_variant, ratios  # noqa: E402
 
 from pagi_rsm.generation import make_generator  # noqa: E402
 
@@ -105,15 +109,39 @@ def generation(args):
         a = compiled(frames, args.prime)["output"].numpy()
         b = loop(frames, args.prime)
         diff = float(np.max(np.abs(a - b)))
-        times = side_by_side.interleaved(
-            [("while_loop", lambda: compiled(frames, args.prime)["output"]),
-             ("python_loop", lambda: loop(frames, args.prime))],
-            repeats=args.repeats, warmup=1)
+        matmul_label, matmul, matmul_flops = matmul_variant()
+        variants = [("while_loop", lambda: compiled(frames, args.prime)["output"]),
+                    ("python_loop", lambda: loop(frames, args.prime)),
+                    (matmul_label, matmul)]
+        if args.feedback_order and label == "paper conv stack":
+            fine = resize_first_copy(model, batch)
+            fine_gen = make_generator(fine.step, fine.zero_states, jit_compile=args.xla)
+            fine_diff = float(np.max(np.abs(fine_gen(frames, args.prime)["output"].numpy() - a)))
+            variants.append(("while_loop_resize_first",
+                             lambda: fine_gen(frames, args.prime)["output"]))
+        times = side_by_side.interleaved(variants, repeats=args.repeats, warmup=1)
         n = batch * (frames.shape[1] - 1)
         w, p = (side_by_side.median(times[k]["wall"]) for k in ("while_loop", "python_loop"))
-        ratio = side_by_side.median_ratio(times, "python_loop", "while_loop")
         print(f"  batch {batch} ({label}): while_loop {n / w * 1e3:.0f} frames/s, python loop "
-              f"{n / p * 1e3:.0f} frames/s, python/while {ratio:.2f}x (max |diff| {diff:.1e})")
+              f"{n / p * 1e3:.0f} frames/s, max |diff| {diff:.1e}")
+        print("    " + machine_line(times, matmul_flops))
+        print(f"    python/while time ratio "
+              f"{describe(ratios(times, 'python_loop', 'while_loop'))} (median [quartiles] of "
+              f"{args.repeats} interleaved repetitions)")
+        if "while_loop_resize_first" in times:
+            print(f"    feedback resized before W_b / on the coarse grid (the default here): "
+                  f"{describe(ratios(times, 'while_loop_resize_first', 'while_loop'))} "
+                  f"(max |diff| of the frames {fine_diff:.1e})")
+
+
+def resize_first_copy(model, batch):
+    """The same stack with every ConvRSM's feedback resized before its kernel (the order
+    of the original; docs/conv_rsm.md#feedback-on-the-coarse-grid)."""
+    fine = paper_stack(batch)
+    fine.set_weights(model.get_weights())
+    for cell in fine.cells:
+        cell._commute_feedback = False          # pylint: disable=protected-access
+    return fine
 
 
 def quality(path):
@@ -166,8 +194,10 @@ def main(argv=None):
     parser.add_argument("--batches", default="1,200")
     parser.add_argument("--prime", type=int, default=10)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--xla", action="store_true")
+    parser.add_argument("--feedback_order", action="store_true",
+                        help="also time generation with the feedback resized before W_b")
     parser.add_argument("--skip_generation", action="store_true")
     parser.add_argument("--conv_args", default=None,
                         help="run benchmarks/conv_rsm.py with these arguments (e.g. '--batch 8')")

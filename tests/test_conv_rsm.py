@@ -232,10 +232,12 @@ def test_1x1_input_and_field_equals_rsm_cell():
         s_cell, s_conv = a.states, b.states
 
 
+@pytest.mark.parametrize("commute", [True, False])
 @pytest.mark.parametrize("jit", [False, True])
-def test_sparse_recurrent_and_feedback_paths_equal_dense_with_gradients(jit):
+def test_sparse_recurrent_and_feedback_paths_equal_dense_with_gradients(jit, commute):
     """Same masks, codes and kernel gradients over 6 steps; the feedback is a k'-sparse code on
-    a 2×2 grid, resized to the 3×3 grid (so up to 4·k' non-zeros per position)."""
+    a 2×2 grid, resized to the 3×3 grid (so up to 4·k' non-zeros per position), or, when the
+    product commutes with the resize, multiplied on the 2×2 grid (k' per position)."""
     fb_shape, fb_k = (2, 2, 10), 2
     kwargs = dict(groups=G, cells_per_group=C, active_groups=K, kernel_size=3, strides=2,
                   inhibition_decay=0.5, use_recurrent_bias=True, use_feedback_bias=True,
@@ -247,6 +249,8 @@ def test_sparse_recurrent_and_feedback_paths_equal_dense_with_gradients(jit):
     assert sparse.feedback_max_nonzero == 4 * fb_k
     for layer in (dense, sparse):
         layer.build((None, H, W, D))
+        layer._commute_feedback = commute            # pylint: disable=protected-access
+        assert layer.feedback_commutes(training=False) == commute
     sparse.set_weights(dense.get_weights())
     rng = np.random.default_rng(5)
     xs = tf.constant(rng.uniform(size=(6, B, H, W, D)).astype("float32"))
@@ -273,6 +277,67 @@ def test_sparse_recurrent_and_feedback_paths_equal_dense_with_gradients(jit):
         for u, v in zip(g_d, g_s):
             np.testing.assert_allclose(u, v, atol=1e-4)
         s_d, s_s = out_d.states, out_s.states
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_feedback_on_the_coarse_grid_equals_resizing_first(jit):
+    """resize(fb) W_b / Σresize(fb) computed as resize(fb W_b) / Σresize(Σ_c fb): the same
+    codes, decodings and gradients (every kernel and bias) over 6 steps with resets."""
+    kwargs = dict(groups=G, cells_per_group=C, active_groups=K, kernel_size=3, strides=2,
+                  inhibition_decay=0.5, use_recurrent_bias=True, use_feedback_bias=True,
+                  feedback_shape=FB, decoder_activation="sigmoid")
+    coarse, fine = ConvRSM(**kwargs), ConvRSM(**kwargs)
+    for layer in (coarse, fine):
+        layer.build((None, H, W, D))
+    fine._commute_feedback = False                   # pylint: disable=protected-access
+    assert coarse.feedback_commutes(False) and not fine.feedback_commutes(False)
+    rng = np.random.default_rng(7)
+    fine.set_weights([rng.normal(0, 0.5, w.shape).astype("float32")
+                      for w in fine.get_weights()])
+    coarse.set_weights(fine.get_weights())
+    xs = rng.uniform(size=(6, B, H, W, D)).astype("float32")
+    # Non-negative codes: a signed sum near 0 would amplify rounding in either order.
+    fbs = (rng.uniform(0, 1, (6, B) + FB) * (rng.uniform(size=(6, B) + FB) < 0.4)
+           ).astype("float32")
+    resets = (rng.uniform(size=(6, B)) < 0.2).astype("float32")
+
+    @tf.function(jit_compile=jit)
+    def step(layer, x, fb, reset, states):
+        with tf.GradientTape() as tape:
+            out = layer.step(x, states, reset=reset, feedback=fb)
+            loss = tf.reduce_sum((out.decoding - x) ** 2)
+        return out, tape.gradient(loss, layer.trainable_weights)
+
+    s_c = s_f = zero_states(coarse)
+    for t in range(6):
+        args = (tf.constant(xs[t]), tf.constant(fbs[t]), tf.constant(resets[t]))
+        out_c, g_c = step(coarse, *args, s_c)
+        out_f, g_f = step(fine, *args, s_f)
+        np.testing.assert_array_equal(out_c.mask, out_f.mask)
+        np.testing.assert_allclose(out_c.encoding, out_f.encoding, atol=1e-5)
+        np.testing.assert_allclose(out_c.decoding, out_f.decoding, atol=1e-5)
+        for w, u, v in zip(coarse.trainable_weights, g_c, g_f):
+            np.testing.assert_allclose(u, v, atol=1e-4, rtol=1e-4, err_msg=w.name)
+        s_c, s_f = out_c.states, out_f.states
+
+
+def test_feedback_commutes_only_without_trace_abs_norm_or_dropout():
+    kwargs = dict(groups=G, cells_per_group=C, active_groups=K, kernel_size=3, strides=2,
+                  feedback_shape=FB)
+    layer = ConvRSM(**kwargs)
+    layer.build((None, H, W, D))
+    assert layer.feedback_commutes(training=False) and layer.feedback_commutes(training=True)
+    for extra in (dict(recurrent_decay=0.5), dict(recurrent_norm="abs_sum")):
+        other = ConvRSM(**kwargs, **extra)
+        other.build((None, H, W, D))
+        assert not other.feedback_commutes(training=False), extra
+    dropout = ConvRSM(recurrent_keep_rate=0.5, **kwargs)
+    dropout.build((None, H, W, D))
+    assert dropout.feedback_commutes(training=False)
+    assert not dropout.feedback_commutes(training=True)
+    same_grid = ConvRSM(**{**kwargs, "feedback_shape": (GH, GW, 5)})
+    same_grid.build((None, H, W, D))
+    assert not same_grid.feedback_commutes(training=False)       # nothing to save
 
 
 def test_sparse_feedback_path_needs_a_bound_and_no_trace():

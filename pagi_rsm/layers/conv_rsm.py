@@ -220,12 +220,69 @@ class ConvRSM(RSMCell):
     @property
     def uses_sparse_feedback_path(self):
         """True when Bf = b W_b runs through the non-zero entries of b (`recurrent_path`)."""
-        bound = self.feedback_max_nonzero
+        return self._sparse_feedback_for(self.feedback_max_nonzero)
+
+    def _sparse_feedback_for(self, bound):
+        """The `recurrent_path` choice for a feedback input with at most `bound` non-zeros
+        per position (None: unknown)."""
         if self.recurrent_path == "dense" or bound is None:
             return False
         if self.recurrent_path == "sparse":
             return True
         return bound <= AUTO_SPARSE_FRACTION * self.feedback_shape[2]
+
+    # Set to False (tests only) to always resize the feedback before its kernel.
+    _commute_feedback = True
+
+    def feedback_commutes(self, training):
+        """True when the feedback drive is computed on the higher layer's grid, then resized.
+
+        Bf = N(resize(fb)) W_b equals resize(fb W_b) / (Σ resize(fb) + η): the bilinear resize
+        is linear in each channel and the 1×1 kernel mixes channels at one position, so the
+        two commute, and the signed sum of the resized map is the sum of the resized
+        channel sum. Computing the product on the coarse grid (5 × 5 for the paper's layer 2)
+        instead of the fine one (17 × 17) saves that ratio of multiply-adds (11.6× there).
+        It holds when nothing element-wise and non-linear touches the resized map: no
+        trace (ε = 0, the trace is a max), the signed `sum` norm or none (`abs_sum` takes
+        |·| after the resize), and no dropout (not training, or recurrent keep rate 1).
+        """
+        return (self._commute_feedback
+                and tuple(self.feedback_shape[:2]) != tuple(self.grid)
+                and self.recurrent_decay <= 0
+                and self.recurrent_norm in ("sum", None)
+                and (not training or self.recurrent_keep_rate >= 1.0))
+
+    def _feedback_drive(self, feedback, b_trace, training):
+        """(Bf [B·h·w, n], new feedback trace): the feedback's share of the drive."""
+        h, w = self.grid
+        coarse = ops.reshape(feedback, (-1, *self.feedback_shape))
+        if self.feedback_commutes(training):
+            if self.recurrent_norm == "sum":
+                channel_sum = ops.sum(coarse, axis=-1, keepdims=True)
+                coarse = rsm_ops.sum_normalize(
+                    coarse, self.recurrent_norm_eps,
+                    total=ops.sum(rsm_ops.resize_bilinear(channel_sum, (h, w)), axis=(1, 2, 3)))
+            product = self._drive(ops.reshape(coarse, (-1, self.feedback_shape[2])),
+                                  self.feedback_kernel, None,
+                                  self._sparse_feedback_for(self.feedback_max_active),
+                                  self.feedback_max_active, training)
+            drive = ops.reshape(rsm_ops.resize_bilinear(
+                ops.reshape(product, (-1, *self.feedback_shape[:2], self.units)), (h, w)),
+                (-1, self.units))
+            if self.feedback_bias is not None:
+                drive = drive + ops.cast(self.feedback_bias, drive.dtype)
+            return drive, b_trace
+        resized = rsm_ops.resize_bilinear(coarse, (h, w))
+        b_in, b_trace = rsm_ops.condition_input(
+            ops.reshape(resized, (-1, h * w * self.feedback_shape[2])), b_trace,
+            decay=self.recurrent_decay, floor=self.recurrent_decay_floor,
+            norm=self.recurrent_norm, norm_eps=self.recurrent_norm_eps,
+            norm_first=self.input_norm_first)
+        drive = self._drive(
+            ops.reshape(b_in, (-1, self.feedback_shape[2])), self.feedback_kernel,
+            self.feedback_bias, self.uses_sparse_feedback_path, self.feedback_max_nonzero,
+            training)
+        return drive, b_trace
 
     def step(self, x, states, reset=None, feedback=None, training=False):
         """One step of the memory; returns `RSMStep(encoding, decoding, mask, states)`.
@@ -274,17 +331,8 @@ class ConvRSM(RSMCell):
                             self.recurrent_bias, self.uses_sparse_recurrent_path,
                             self.active_groups, training)
         if self.feedback_shape:
-            resized = rsm_ops.resize_bilinear(ops.reshape(feedback, (-1, *self.feedback_shape)),
-                                              (h, w))
-            b_in, b_trace = rsm_ops.condition_input(
-                ops.reshape(resized, (-1, h * w * self.feedback_shape[2])), b_trace,
-                decay=self.recurrent_decay, floor=self.recurrent_decay_floor,
-                norm=self.recurrent_norm, norm_eps=self.recurrent_norm_eps,
-                norm_first=self.input_norm_first)
-            drive = drive + self._drive(
-                ops.reshape(b_in, (-1, self.feedback_shape[2])), self.feedback_kernel,
-                self.feedback_bias, self.uses_sparse_feedback_path, self.feedback_max_nonzero,
-                training)
+            feedback_drive, b_trace = self._feedback_drive(feedback, b_trace, training)
+            drive = drive + feedback_drive
         z = ops.reshape(drive, (-1, h, w, g, c)) + forward[..., None]            # [B,h,w,g,c]
 
         if self.boost_strength > 0:

@@ -7,7 +7,7 @@ import tensorflow as tf
 from pagi_rsm.ops import k_winners as kw_ops
 
 
-def sum_normalize(z, eps, absolute=False):
+def sum_normalize(z, eps, absolute=False, total=None):
     """Per-sample sum normalisation N(z) = z / (sum(z) + eps), docs/rsm.md#traces-and-norms.
 
     The sum is over every non-batch axis (all positions and channels) and is signed, as in
@@ -15,11 +15,16 @@ def sum_normalize(z, eps, absolute=False):
     With `absolute=True` the divisor is the sum of |z| (the L1 norm): identical for
     non-negative z, and bounded (|N(z)| ≤ 1) when tanh outputs of opposite signs cancel.
     The division runs in float32 at least: eps (1e-11 by default) underflows in float16.
+    `total`, when given, is the per-sample sum [B] to divide by (computed by the caller,
+    e.g. the sum of a resized map that is never built).
     """
     axes = list(range(1, len(z.shape)))
     wide = tf.float64 if z.dtype == tf.float64 else tf.float32
     z32 = tf.cast(z, wide)
-    total = tf.reduce_sum(tf.abs(z32) if absolute else z32, axis=axes, keepdims=True)
+    if total is None:
+        total = tf.reduce_sum(tf.abs(z32) if absolute else z32, axis=axes, keepdims=True)
+    else:
+        total = tf.reshape(tf.cast(total, wide), [-1] + [1] * len(axes))
     return tf.cast(z32 / (total + eps), z.dtype)
 
 
