@@ -3,7 +3,7 @@ import types
 
 import pytest
 
-from pagi_rsm import registry
+from pagi_rsm import definitions, registry
 from pagi_rsm.workflows.video import PAPER_HPARAMS, VideoWorkflow
 
 
@@ -27,6 +27,19 @@ def test_paper_config_passes():
 def test_clear_errors(config, match):
     with pytest.raises(ValueError, match=match):
         VideoWorkflow.check_options(config)
+
+
+@pytest.mark.parametrize("name", ["rsm", "gan", "test", "chain_paper", "chain_cpu"])
+def test_every_video_definition_has_the_paper_memory(name):
+    """The shipped definitions repeat PAPER_HPARAMS (only the batch size may differ): γ = 0,
+    recurrent keep rate 0.5, a sigmoid layer-1 decoder and all biases, not the stack's
+    defaults."""
+    [config] = definitions.resolve(definitions.load(f"video/{name}"))
+    for key, value in PAPER_HPARAMS.items():
+        if key != "batch_size":
+            assert config.hparams[key] == value, (name, key, config.hparams[key])
+    assert config.hparams["decoder_activation"] == ["sigmoid", None]
+    assert config.hparams["recurrent_keep_rate"] == [0.5]
 
 
 def test_registered():

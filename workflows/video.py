@@ -49,6 +49,15 @@ PAPER_HPARAMS = {
     "active_groups": [3, 5],
     "pool_size": [2, 1],
     "connectivity": "bi",
+    "inhibition_decay": [0.0],          # γ = 0: a cell rests exactly one step after firing
+    "recurrent_decay": [0.0],           # ε = 0: no trace
+    "recurrent_keep_rate": [0.5],
+    "decoder_activation": ["sigmoid", None],   # frames in [0, 1]; layer 2 decodes a code
+    "use_input_bias": [True],
+    "use_recurrent_bias": [True],
+    "use_feedback_bias": [True],
+    "use_decoder_bias": [True],
+    "duty_cycle_interval": 40,
 }
 
 
