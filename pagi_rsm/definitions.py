@@ -4,6 +4,8 @@ A definition is a YAML or JSON file with pagi's schema:
 
 ```yaml
 description: one line saying what the experiment is           # optional
+base: other_definition         # optional: start from that file (a path relative to this one,
+                               # or a shipped name) and change only what this file sets
 experiment-options:            # what to run
   workflow: grammar            # registered name (`pagi list`) or dotted path to a Workflow class
   component: sequence_memory_stack
@@ -22,6 +24,10 @@ parameter-sweeps:              # optional; every combination is its own run
 
 Every option has a default in its class; the file overrides the defaults and command-line
 flags override the file (``flags > sweep combination > file > class defaults``).
+With ``base:``, the file is laid over its base key by key: each key of `experiment-options`,
+`hparams_override`, `workflow-options` and `parameter-sweeps` that the file sets replaces the
+base's value for that key (a mapping value replaces the base's whole mapping); everything else
+comes from the base, which may itself have a base.
 `resolve` turns a parsed definition plus overrides into one `RunConfig` per sweep combination,
 after checking every key and type. Mistakes raise `DefinitionError`, whose message names the
 file, the key and the accepted keys; nothing is started before resolution succeeds.
@@ -50,7 +56,8 @@ import yaml
 from pagi_rsm import registry
 from pagi_rsm.options import REQUIRED, Option, OptionError, Options, type_name
 
-TOP_LEVEL_KEYS = ("description", "experiment-options", "workflow-options", "parameter-sweeps")
+TOP_LEVEL_KEYS = ("description", "base", "experiment-options", "workflow-options",
+                  "parameter-sweeps")
 SWEEP_SECTIONS = ("hparams", "workflow-options", "experiment-options")
 JIT_COMPILE_CHOICES = ("auto", "true", "false")
 DISTRIBUTION_CHOICES = ("default", "mirrored", "multi_worker")
@@ -220,10 +227,13 @@ def locate(name):
                           f"shipped: {names})")
 
 
-def load(path):
+def load(path, _chain=()):
     """Reads and structurally checks a definition (YAML, or JSON for *.json).
 
-    `path` is a file path or the name of a shipped definition (see `locate`).
+    `path` is a file path or the name of a shipped definition (see `locate`). A ``base:`` key
+    names another definition that this one changes (see the module docstring); it is looked up
+    beside this file first, then as `locate` does, and merged here, so the result has no
+    ``base`` key.
 
     Checks the top-level keys, that each section is a mapping, the keys and types of
     `experiment-options` and the shape of `parameter-sweeps`. Keys of `hparams_override` and
@@ -245,7 +255,44 @@ def load(path):
         raise DefinitionError(f"cannot read definition file {path}: {e}") from None
     fmt = "json" if path.lower().endswith(".json") else "yaml"
     raw = parse_text(text, path, fmt)
+    if isinstance(raw, dict) and "base" in raw:
+        raw = dict(raw)
+        base = _load_base(raw.pop("base"), path, _chain)
+        raw = _lay_over(base, check_structure(raw, path))
     return check_structure(raw, path)
+
+
+def _load_base(name, path, chain):
+    """The checked, merged definition that `path`'s ``base: name`` names."""
+    if not isinstance(name, str) or not name:
+        raise DefinitionError(f"{path}: base must name a definition file (a path relative to "
+                              f"this file, or a shipped name such as video/rsm), got {name!r}")
+    beside = os.path.join(os.path.dirname(os.path.abspath(path)), name)
+    found = next((c for c in [beside] + [beside + s for s in _SUFFIXES]
+                  if os.path.isfile(c)), None)
+    if found is None:
+        try:
+            found = locate(name)
+        except DefinitionError as e:
+            raise DefinitionError(f"{path}: base {name!r}: {e}") from None
+    here = os.path.realpath(path)
+    chain = chain + (here,)
+    if os.path.realpath(found) in chain:
+        cycle = " -> ".join(chain + (os.path.realpath(found),))
+        raise DefinitionError(f"{path}: base {name!r} makes a cycle: {cycle}")
+    return load(found, chain)
+
+
+def _lay_over(base, child):
+    """`child` over `base`, key by key within each section (both checked structures)."""
+    out = {"description": child["description"] or base["description"]}
+    for section in ("experiment-options", "workflow-options", "parameter-sweeps"):
+        out[section] = {**base[section], **child[section]}
+    hparams = {**(base["experiment-options"].get("hparams_override") or {}),
+               **(child["experiment-options"].get("hparams_override") or {})}
+    if hparams:
+        out["experiment-options"]["hparams_override"] = hparams
+    return copy.deepcopy(out)
 
 
 def _accepted(keys):
@@ -263,6 +310,9 @@ def check_structure(raw, source):
         raise DefinitionError(
             f"{source}: a definition must be a mapping with the keys {_accepted(TOP_LEVEL_KEYS)}; "
             f"got {_type_name(raw)}")
+    if "base" in raw:
+        raise DefinitionError(f"{source}: base is read by definitions.load (it names a file "
+                              f"relative to the definition's own); pass the file to load()")
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
             raise DefinitionError(

@@ -72,7 +72,7 @@ BAD = [
     ("experiment-options: {batches: three}\n", [], ["experiment-options.batches must be an "
                                                     "integer >= 1, got 'three'"], True),
     ("experiment_options: {}\n", [], ["unknown top-level key 'experiment_options'",
-                                      "accepted keys: description, experiment-options"], True),
+                                      "accepted keys: base, description, experiment-options"], True),
     (f"experiment-options: {{workflow: {TOY}, hparams_override: {{unitz: 2}}}}\n", [],
      ["unknown key 'unitz' in hparams_override", "accepted keys: batch_size"], True),
     (f"experiment-options: {{workflow: {TOY}}}\nworkflow-options: {{kill: 1}}\n", [],

@@ -61,6 +61,81 @@ workflow-options:
     assert config.source == path
 
 
+def test_base_is_laid_over_key_by_key(tmp_path):
+    """A file with `base:` changes only the keys it sets, down to single hparams; a base may
+    have its own base, and a description is inherited when the file has none."""
+    (tmp_path / "sub").mkdir()
+    write(tmp_path, f"""
+description: the root
+experiment-options:
+  workflow: {TOY}
+  batches: 30
+  seed: 3
+  hparams_override: {{units: 5, learning_rate: 0.1}}
+workflow-options: {{time_steps: 6, max_to_keep: 2}}
+parameter-sweeps:
+  experiment-options: {{seed: [1, 2]}}
+""", "root.yaml")
+    write(tmp_path, """
+base: ../root
+experiment-options:
+  hparams_override: {units: 7}
+workflow-options: {time_steps: 4}
+""", "sub/middle.yaml")
+    leaf = write(tmp_path, """
+description: the leaf
+base: middle.yaml
+experiment-options: {batches: 11}
+parameter-sweeps:
+  hparams: {learning_rate: [0.2]}
+""", "sub/leaf.yaml")
+    raw = definitions.load(leaf)
+    assert "base" not in raw and raw["description"] == "the leaf"
+    assert raw["experiment-options"] == {"workflow": TOY, "batches": 11, "seed": 3,
+                                         "hparams_override": {"units": 7, "learning_rate": 0.1}}
+    assert raw["workflow-options"] == {"time_steps": 4, "max_to_keep": 2}
+    assert raw["parameter-sweeps"] == {"experiment-options": {"seed": [1, 2]},
+                                       "hparams": {"learning_rate": [0.2]}}
+    assert definitions.load(str(tmp_path / "sub/middle.yaml"))["description"] == "the root"
+    configs = resolve_file(leaf)
+    assert [c.seed for c in configs] == [1, 2]
+    assert {(c.batches, c.hparams["units"], c.hparams["learning_rate"]) for c in configs} == \
+        {(11, 7, 0.2)}
+
+
+def test_base_names_a_shipped_definition(tmp_path):
+    path = write(tmp_path, "base: video/rsm\nexperiment-options: {batches: 5, "
+                           "hparams_override: {batch_size: 2}}\n")
+    raw, shipped = definitions.load(path), definitions.load("video/rsm")
+    assert raw["experiment-options"]["batches"] == 5
+    hparams = dict(shipped["experiment-options"]["hparams_override"], batch_size=2)
+    assert raw["experiment-options"]["hparams_override"] == hparams
+    assert raw["workflow-options"] == shipped["workflow-options"]
+
+
+@pytest.mark.parametrize("files, pattern", [
+    ({"a.yaml": "base: absent\n"}, r"a\.yaml: base 'absent': definition file not found"),
+    ({"a.yaml": "base: 3\n"}, r"a\.yaml: base must name a definition file .* got 3"),
+    ({"a.yaml": "base: b\n", "b.yaml": "base: a.yaml\n"}, r"base 'a.yaml' makes a cycle: "
+                                                             r".*a\.yaml -> .*b\.yaml -> .*a\.yaml"),
+    ({"a.yaml": "base: a\n"}, r"base 'a' makes a cycle"),
+    ({"a.yaml": "base: b\n", "b.yaml": "experiment-options: {batchez: 1}\n"},
+     r"b\.yaml: unknown key 'batchez' in experiment-options"),
+    ({"a.yaml": "base: b\nworkflow-options: [1]\n", "b.yaml": "{}\n"},
+     r"a\.yaml: workflow-options must be a mapping"),
+])
+def test_bad_base_is_an_error_naming_the_file_and_key(tmp_path, files, pattern):
+    for name, text in files.items():
+        write(tmp_path, text, name)
+    with pytest.raises(DefinitionError, match=pattern):
+        definitions.load(str(tmp_path / "a.yaml"))
+
+
+def test_base_outside_a_file_is_an_error():
+    with pytest.raises(DefinitionError, match="base is read by definitions.load"):
+        definitions.resolve({"base": "video/rsm"}, workflow=TOY)
+
+
 def test_json_definition_equals_yaml(tmp_path):
     spec = {"experiment-options": {"workflow": TOY, "batches": 4,
                                    "hparams_override": {"units": 3}},
@@ -177,7 +252,7 @@ def test_directory_instead_of_file(tmp_path):
     ('{"workflow-options": {}, "workflow-options": {}}', "d.json",
      r"duplicate key 'workflow-options'"),
     ("- just\n- a list\n", "d.yaml", r"d.yaml: a definition must be a mapping with the keys "
-                                     r"description, experiment-options, parameter-sweeps, "
+                                     r"base, description, experiment-options, parameter-sweeps, "
                                      r"workflow-options; got a list"),
 ])
 def test_syntax_and_shape_errors(tmp_path, text, name, pattern):
@@ -191,7 +266,7 @@ def test_unknown_top_level_key_names_file_key_and_accepted(tmp_path):
         definitions.load(path)
     message = str(e.value)
     assert path in message and "'experiment_options'" in message
-    assert "accepted keys: description, experiment-options, parameter-sweeps, " \
+    assert "accepted keys: base, description, experiment-options, parameter-sweeps, " \
            "workflow-options" in message
 
 
