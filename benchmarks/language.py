@@ -16,15 +16,22 @@ Reads ../shared/data/ptb (or --data-dir); without it uses random token ids. Exam
 
     python benchmarks/language.py --batches 20
     python benchmarks/language.py --definition language/rsm_paper --batches 5
+    python benchmarks/language.py --definition language/brsm --hparams '{batch_size: 100}'
+
+Each run also prints the machine's 2048³ matmul rate, so a loaded machine shows.
 """
 import argparse
 import json
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from side_by_side import interleaved, machine_line, matmul_variant  # noqa: E402
+
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(HERE)), "shared", "data", "ptb")
 
 
@@ -75,6 +82,8 @@ def main():
     parser.add_argument("--data-dir", default=DEFAULT_DATA)
     parser.add_argument("--batches", type=int, default=20, help="timed training batches")
     parser.add_argument("--eval-tokens", type=int, default=15000)
+    parser.add_argument("--hparams", default="", help="hparams that differ from the "
+                        "definition's, as YAML, e.g. '{predictor_hidden_size: [600]}'")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
 
@@ -83,7 +92,9 @@ def main():
     from pagi_rsm.datasets import embeddings, ptb
     from pagi_rsm.metrics.language_model import Scorer
 
-    [config] = definitions.resolve(definitions.load(args.definition), args.definition)
+    [config] = definitions.resolve(
+        definitions.load(args.definition), args.definition,
+        hparams_overrides=definitions.parse_override(args.hparams, "--hparams"))
     hp, options = config.hparams, config.workflow_options
     classes = hp["num_classes"]
     if os.path.isdir(args.data_dir):
@@ -130,6 +141,8 @@ def main():
     }
     for key, value in figures.items():
         print(f"{key:40s} {value}")
+    label, matmul, flops = matmul_variant()
+    print(machine_line(interleaved([(label, matmul)], repeats=5), flops))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(figures, f, indent=2)
