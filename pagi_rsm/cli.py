@@ -11,7 +11,8 @@ key, wrong type, missing file, unknown workflow) prints one error line naming th
 and the accepted keys, and exits with status 2 before anything starts.
 
 Exit status: 0 success (batch limit or target reached), 2 bad definition or flags, 3 a loss
-became NaN (the last good checkpoint is kept), 4 the dataset ended early.
+became NaN (the last good checkpoint is kept), 4 the dataset ended early, 5 stopped by SIGTERM or
+SIGINT (the checkpoint of the last batch is saved; the same command resumes).
 """
 import logging as py_logging
 import os
@@ -111,7 +112,8 @@ and checkpoints/ (every checkpoint_interval batches). A definition with paramete
 each combination in its own sub-directory (trial_000, trial_001, ...).
 
 Exit status: 0 done, 2 bad definition or flags (nothing started), 3 a loss became NaN,
-4 the dataset ended early.
+4 the dataset ended early, 5 stopped by SIGTERM or Ctrl-C after saving a checkpoint (run the
+same command again to resume; a second signal stops at once).
 
 Flags:"""
 

@@ -81,6 +81,45 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, reference):
     assert reference["metrics"]["loss"] is not None
 
 
+def test_sigterm_saves_the_batch_and_resumes_from_it(tmp_path, reference):
+    # SIGTERM at batch 13 (checkpoints every 5): the run stops after that batch, saves ckpt-13,
+    # skips evaluation, reports "interrupted" and exits 5; the same command resumes at 13 and
+    # ends exactly as the uninterrupted run.
+    stopped = run_pagi("run", f"--workflow={TOY}", "--batches=18",
+                       f"--summary_dir={tmp_path / 'cut'}",
+                       "--workflow_options={kill_at_batch: 13, kill_signal: SIGTERM}")
+    assert stopped.returncode == 5, stopped.stderr
+    result = json.loads((tmp_path / "cut" / "results.json").read_text())
+    assert result["status"] == "interrupted" and result["batches"] == 13
+    assert result["message"].startswith("stopped by SIGTERM after batch 13")
+    assert result["last_checkpoint"].endswith("ckpt-13") and result["evaluation"] == {}
+    from pagi_rsm import cli
+    assert cli.main(["pagi", "run", f"--workflow={TOY}", "--batches=18",
+                     f"--checkpoint={tmp_path / 'cut' / 'checkpoints'}"]) == 0
+    result = json.loads((tmp_path / "cut" / "results.json").read_text())
+    assert result["resumed_from"] == 13 and result["status"] == "completed"
+    assert result["metrics"] == reference["metrics"]
+
+
+def test_sigint_stops_cleanly_and_a_second_one_at_once(tmp_path):
+    config = toy_config(tmp_path, batches=20, options={"kill_at_batch": 7,
+                                                       "kill_signal": "SIGINT"})
+    workflow = config.workflow_class(config)
+    results = workflow.run()
+    assert results["status"] == "interrupted" and results["batches"] == 7
+    assert results["last_checkpoint"].endswith("ckpt-7")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # restored
+
+    from pagi_rsm.callbacks.run_clock import RunClock
+    from pagi_rsm.callbacks.stop_on_signal import StopOnSignal
+    with pytest.raises(KeyboardInterrupt):
+        with StopOnSignal(RunClock(start=0, limit=10)) as stop:
+            signal.raise_signal(signal.SIGINT)
+            assert stop.received == "SIGINT"
+            signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_resume_off_grid_and_without_restore(tmp_path, reference):
     # A run that ended at batch 12 (checkpoints every 5: its last one is off the epoch grid),
     # extended to 18: the first fit finishes the epoch 12..15, then it continues on the grid.

@@ -170,15 +170,18 @@ class ToyStream(keras.Model):
 
 
 class KillAt(keras.callbacks.Callback):
-    """Kills this process with SIGKILL once the run's clock reaches `batch` (to test resume)."""
+    """Sends this process `signame` (default SIGKILL) once, when the run's clock reaches `batch`
+    (to test resume and the clean stop on SIGTERM / SIGINT)."""
 
-    def __init__(self, clock, batch):
+    def __init__(self, clock, batch, signame="SIGKILL"):
         super().__init__()
-        self.clock, self.kill_batch = clock, batch
+        self.clock, self.kill_batch, self.signame = clock, batch, signame
+        self.sent = False
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.clock.batch >= self.kill_batch:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if self.clock.batch >= self.kill_batch and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), getattr(signal, self.signame))
 
 
 class ToyWorkflow(Workflow):
@@ -196,7 +199,9 @@ class ToyWorkflow(Workflow):
 
     options = Workflow.options.extend(
         Option("time_steps", 4, "time steps per batch", low=1),
-        Option("kill_at_batch", 0, "SIGKILL this process at this batch (0: never)", low=0),
+        Option("kill_at_batch", 0, "signal this process at this batch (0: never)", low=0),
+        Option("kill_signal", "SIGKILL", "the signal kill_at_batch sends",
+               choices=("SIGKILL", "SIGTERM", "SIGINT")),
     ).with_defaults(checkpoint_interval=5, image_interval=5, progress=False)
 
     def build_dataset(self, start_batch):
@@ -207,4 +212,4 @@ class ToyWorkflow(Workflow):
     def extra_callbacks(self):
         if not self.options["kill_at_batch"]:
             return []
-        return [KillAt(self.clock, self.options["kill_at_batch"])]
+        return [KillAt(self.clock, self.options["kill_at_batch"], self.options["kill_signal"])]

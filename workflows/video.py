@@ -138,8 +138,15 @@ class VideoWorkflow(Workflow):
         self.checkpoint_dir = os.path.join(root, "rsm")
         rsm = super().run()
         logging.info("video chain: rsm phase %s", rsm.get("status"))
+        if rsm.get("status") == "interrupted":     # SIGTERM/SIGINT: resume with the same command
+            return rsm
         self.checkpoint_dir = os.path.join(root, "gan")
         gan = self._gan_run(rsm_checkpoint=os.path.join(root, "rsm"))
+        if gan["status"] == "interrupted":
+            results = {"status": "interrupted", "message": gan["message"],
+                       "phases": {"rsm": _brief(rsm), "gan": _brief(gan)}}
+            self._write_results(results)
+            return results
         test = self._test_run(os.path.join(root, "rsm"), os.path.join(root, "gan"))
         test["phases"] = {"rsm": _brief(rsm), "gan": _brief(gan)}
         self._write_results(test)
@@ -186,7 +193,7 @@ class VideoWorkflow(Workflow):
             self._phase_batches = None
             del self.headline_metric                     # back to the class's
         return {"status": training["status"], "batches": training["batches"],
-                "logs": training["logs"]}
+                "logs": training["logs"], "message": training["message"]}
 
     @property
     def batches(self):

@@ -13,7 +13,7 @@ def run(self):
     model = self.build_component(dataset)          # built + compiled under the strategy
     self.restore(model)                            # weights, stream state, optimizer state
     training = self.train(model, dataset, start)   # model.fit with the run's callbacks
-    evaluation = self.evaluate(model, training)
+    evaluation = self.evaluate(model, training)    # (skipped after SIGTERM/SIGINT)
     self.save_component(model, training)           # model.keras beside results.json
     return self.report(training, evaluation)       # results.json + one-screen summary
 ```
@@ -50,6 +50,11 @@ What a run reports:
   `StopAtTarget`) ends the run with status "target_reached".
 - A non-finite loss stops the run with a message naming the loss; no checkpoint is written after
   it, so the last good one stays the latest. Status "nan", exit code 3 from the CLI.
+- SIGTERM or SIGINT (Ctrl-C) stops the run after the current batch
+  (`pagi_rsm.callbacks.stop_on_signal.StopOnSignal`): the checkpoint of that batch is saved,
+  evaluation is skipped, results.json has status "interrupted" (exit code 5) and the same
+  command resumes. A second signal acts at once. (Not in multi-worker runs, where one worker
+  stopping alone would stall the others.)
 
 Subclasses set `headline_metric`, their defaults (`default_experiment_options`), declare their
 options (`options`, extending the base class's) and implement `build_dataset`; anything else the
@@ -87,7 +92,8 @@ RUN_INFO_FILE = "run.json"
 DEFINITION_FILE = "definition.yaml"
 MODEL_FILE = "model.keras"
 
-STATUS_EXIT_CODES = {"completed": 0, "target_reached": 0, "nan": 3, "dataset_exhausted": 4}
+STATUS_EXIT_CODES = {"completed": 0, "target_reached": 0, "nan": 3, "dataset_exhausted": 4,
+                     "interrupted": 5}
 
 
 class ResumeError(definitions.DefinitionError):
@@ -240,7 +246,7 @@ class Workflow:
         model = self.build_component(dataset)
         self.restore(model)
         training = self.train(model, dataset, start)
-        evaluation = self.evaluate(model, training)
+        evaluation = {} if training["status"] == "interrupted" else self.evaluate(model, training)
         self.save_component(model, training)
         return self.report(training, evaluation)
 
@@ -410,7 +416,8 @@ class Workflow:
         """Trains with `model.fit` from `start_batch` to the batch limit or an early stop.
 
         Returns:
-          A dict: status ("completed", "target_reached", "nan", "dataset_exhausted"), batches
+          A dict: status ("completed", "target_reached", "nan", "dataset_exhausted",
+          "interrupted": SIGTERM or SIGINT, after saving the checkpoint of the batch), batches
           (trained so far, resumed ones included), logs (the last batch's metrics, of that batch
           alone), window_logs (their means over the last `summary_window` batches), message,
           checkpoint (the latest checkpoint path), nan_loss.
@@ -426,6 +433,7 @@ class Workflow:
         from pagi_rsm.callbacks.progress import HeadlineProgress
         from pagi_rsm.callbacks.run_clock import RunClock
         from pagi_rsm.callbacks.stop_at_target import StopAtTarget, TargetStop
+        from pagi_rsm.callbacks.stop_on_signal import StopOnSignal
         from pagi_rsm.callbacks.tensorboard_summaries import BatchSummaries
 
         options = self.options
@@ -443,7 +451,10 @@ class Workflow:
             summary_batch = next(iter(self.build_dataset(start_batch=start_batch)))
         # The workflow's own callbacks come before the saver: what they change at a checkpoint
         # batch is in that checkpoint.
-        callbacks = [clock, metrics, guard, *self.extra_callbacks(), saver,
+        # Multi-worker: a signal reaches one worker, which must not leave the collectives alone.
+        multi_worker = self.config.experiment["distribution"] == "multi_worker"
+        stop = StopOnSignal(clock, () if multi_worker else StopOnSignal.SIGNALS)
+        callbacks = [clock, metrics, guard, *self.extra_callbacks(), stop, saver,
                      BatchSummaries(self.writer, clock, options["summary_interval"],
                                     options["image_interval"], summary_batch, window=metrics)]
         if options["stop_metric"]:
@@ -454,7 +465,23 @@ class Workflow:
             callbacks.append(HeadlineProgress(clock, self.batches, self.headline_metric))
 
         self._write_run_summaries(start_batch)
-        epoch = interval or self.batches
+        with stop:
+            status, message = self._fit_loop(model, dataset, start_batch, callbacks, guard, stop)
+        if status == "completed":
+            message = f"trained {clock.batch} batches"
+        if status != "nan":
+            saver.save()
+        self.writer.flush()
+        return {"status": status, "batches": clock.batch, "logs": dict(clock.logs),
+                "window_logs": dict(metrics.window_logs), "message": message,
+                "checkpoint": self.manager.latest_checkpoint, "nan_loss": guard.loss_name}
+
+    def _fit_loop(self, model, dataset, start_batch, callbacks, guard, stop):
+        """Calls `fit` one checkpoint interval at a time until the limit or a stop; returns
+        (status, message)."""
+        from pagi_rsm.callbacks.stop_at_target import TargetStop
+        clock = self.clock
+        epoch = self.options["checkpoint_interval"] or self.batches
         status, message = "completed", None
         while clock.batch < self.batches:
             batch = clock.batch
@@ -471,6 +498,9 @@ class Workflow:
             if guard.tripped:
                 status, message = "nan", guard.message
                 break
+            if stop.received:
+                status, message = "interrupted", stop.message
+                break
             reached = [c for c in callbacks if isinstance(c, TargetStop) and c.reached]
             if reached:
                 status, message = "target_reached", reached[0].message
@@ -483,14 +513,7 @@ class Workflow:
                 status, message = "dataset_exhausted", (f"the dataset ended after {clock.batch} "
                                                         f"batches")
                 break
-        if status == "completed":
-            message = f"trained {clock.batch} batches"
-        if status != "nan":
-            saver.save()
-        self.writer.flush()
-        return {"status": status, "batches": clock.batch, "logs": dict(clock.logs),
-                "window_logs": dict(metrics.window_logs), "message": message,
-                "checkpoint": self.manager.latest_checkpoint, "nan_loss": guard.loss_name}
+        return status, message
 
     def evaluate(self, model, training):
         """Evaluates after training. Returns a dict of metrics (may be empty).

@@ -10,10 +10,11 @@ from pagi_rsm.callbacks.probe_summaries import ProbeSummaries
 from pagi_rsm.callbacks.progress import HeadlineProgress
 from pagi_rsm.callbacks.run_clock import RunClock
 from pagi_rsm.callbacks.stop_at_target import StopAtTarget, TargetStop
+from pagi_rsm.callbacks.stop_on_signal import StopOnSignal
 from pagi_rsm.callbacks.tensorboard_summaries import BatchSummaries, write_weight_histograms
 
 __all__ = ["BoostStrengthDecay", "k_winners_layers"]
 __all__ += ["NaNGuard", "PeriodicCheckpoint", "HeadlineProgress", "RunClock", "StopAtTarget",
             "BatchSummaries", "write_weight_histograms", "ProbeSummaries", "TargetStop",
             "BatchMetrics", "BestWeights", "ValidationMonitor", "HeldOutAccuracy",
-            "EpochSummaries"]
+            "EpochSummaries", "StopOnSignal"]
