@@ -101,7 +101,16 @@ def test_sigterm_saves_the_batch_and_resumes_from_it(tmp_path, reference):
     assert result["metrics"] == reference["metrics"]
 
 
-def test_sigint_stops_cleanly_and_a_second_one_at_once(tmp_path):
+@pytest.fixture
+def sigint_default():
+    """SIGINT as in an interactive Python (KeyboardInterrupt), whatever the test runner's is
+    (a job started with `&` from a script ignores it); restored afterwards."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def test_sigint_stops_cleanly_and_a_second_one_at_once(tmp_path, sigint_default):
     config = toy_config(tmp_path, batches=20, options={"kill_at_batch": 7,
                                                        "kill_signal": "SIGINT"})
     workflow = config.workflow_class(config)
@@ -118,6 +127,20 @@ def test_sigint_stops_cleanly_and_a_second_one_at_once(tmp_path):
             assert stop.received == "SIGINT"
             signal.raise_signal(signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_ignored_signal_stays_ignored():
+    from pagi_rsm.callbacks.run_clock import RunClock
+    from pagi_rsm.callbacks.stop_on_signal import StopOnSignal
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with StopOnSignal(RunClock(start=0, limit=10)) as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            signal.raise_signal(signal.SIGINT)
+            assert stop.received is None
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_resume_off_grid_and_without_restore(tmp_path, reference):

@@ -19,8 +19,9 @@ class StopOnSignal(keras.callbacks.Callback):
     """Turns the first SIGTERM / SIGINT into ``model.stop_training`` at the end of the batch.
 
     Use as a context manager around the training loop: the handlers are installed on entry and
-    the previous ones restored on exit. Outside the main thread (where Python cannot install
-    signal handlers) it does nothing.
+    the previous ones restored on exit. A signal that the process ignores (SIGINT in a job
+    started with ``&`` from a script) stays ignored. Outside the main thread (where Python
+    cannot install signal handlers) it does nothing.
 
     Args:
       clock: the run's `RunClock` (for the batch number in the message).
@@ -62,6 +63,8 @@ class StopOnSignal(keras.callbacks.Callback):
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for number in self.signals:
+                if signal.getsignal(number) is signal.SIG_IGN:
+                    continue    # ignored, as SIGINT is in a `cmd &` job: leave it so
                 self._previous[number] = signal.signal(number, self._handle)
         return self
 
