@@ -432,7 +432,7 @@ class Workflow:
         from pagi_rsm.callbacks.periodic_checkpoint import PeriodicCheckpoint
         from pagi_rsm.callbacks.progress import HeadlineProgress
         from pagi_rsm.callbacks.run_clock import RunClock
-        from pagi_rsm.callbacks.stop_at_target import StopAtTarget, TargetStop
+        from pagi_rsm.callbacks.stop_at_target import StopAtTarget
         from pagi_rsm.callbacks.stop_on_signal import StopOnSignal
         from pagi_rsm.callbacks.tensorboard_summaries import BatchSummaries
 
