@@ -3,6 +3,7 @@
 The algorithm: docs/rsm.md#stack, docs/rsm.md#local-losses, docs/rsm.md#predictor,
 docs/rsm.md#duty-cycles, docs/rsm.md#resets, docs/rsm.md#update-schedules.
 """
+import collections
 import contextlib
 import math
 
@@ -105,6 +106,23 @@ def _layer_shapes(input_shape, units, layer_hp):
             shape = (n // pool,)
         codes.append(code)
     return inputs, codes
+
+
+class _Step(collections.namedtuple("_Step", ["results", "targets", "predictor_input",
+                                             "states"])):
+    """One time step of the stack before its heads: per layer the cell's `RSMStep` and the
+    decoder's target (the layer's input), the predictor's input and the new states."""
+
+
+def _step_major(values):
+    """[B, T, ...] -> [T·B, ...], the row order of `_heads`."""
+    values = ops.convert_to_tensor(values)
+    return ops.reshape(ops.swapaxes(values, 0, 1), (-1, *values.shape[2:]))
+
+
+def _batch_major(rows, steps):
+    """[T·B, ...] in step-major order -> [B, T, ...]."""
+    return ops.swapaxes(ops.reshape(rows, (steps, -1, *rows.shape[1:])), 0, 1)
 
 
 def _tape(record):
@@ -315,37 +333,67 @@ class SequenceMemoryStack(HparamsConfig, keras.Model):
         return ops.max(ops.reshape(encoding, (-1, self.units[l] // p, p)), axis=-1)
 
     def _step(self, x, reset, states, training):
-        """One time step of the whole stack; returns (results, new_states, losses, logits).
+        """The recurrent part of one time step of the whole stack: every layer's code and new
+        state, without the decoders and the predictor's MLP (`_heads` runs those).
 
         `states` holds one state list per layer, then ``[τ]`` when the predictor keeps an
-        input trace (the order of `stream_states`).
+        input trace (the order of `stream_states`). Returns a `_Step`.
         """
         feedback_from = [s[1] for s in states[:self.num_layers]]  # y_{t-1} of every layer
         bi = self.hparams["connectivity"] == "bi"
-        results, memory_losses = [], []
+        results, targets = [], []
         layer_input = x
         for l, cell in enumerate(self.cells):
             layer_input = ops.reshape(layer_input, (-1, *self.input_shapes[l]))
             feedback = feedback_from[l + 1] if (bi and l + 1 < self.num_layers) else None
             with tf.name_scope(f"memory_{l}"):
                 out = cell.step(layer_input, states[l], reset=reset, feedback=feedback,
-                                training=training)
-                with tf.name_scope("loss"):
-                    memory_losses.append(ops.mean(ops.square(
-                        ops.cast(layer_input, "float32") - ops.cast(out.decoding, "float32"))))
+                                training=training, decode=False)
             results.append(out)
+            targets.append(layer_input)
             layer_input = self._pool(out.encoding, l)
         new_states = [r.states for r in results]
         if self.predictor is None:
-            return results, new_states, memory_losses, None
+            return _Step(results, targets, None, new_states)
         trace = states[self.num_layers][0] if self.predictor.uses_trace else None
         with tf.name_scope("predictor"):
             top = ops.reshape(results[-1].encoding, (-1, math.prod(self.code_shapes[-1])))
             predictor_input, trace = self.predictor.condition(top, trace, reset)
-            if trace is not None:
-                new_states.append([trace])
-            logits = self.predictor.classify(predictor_input, training=training)
-        return results, new_states, memory_losses, logits
+        if trace is not None:
+            new_states.append([trace])
+        return _Step(results, targets, predictor_input, new_states)
+
+    def _heads(self, steps, training):
+        """Every layer's decoder and memory loss and the predictor's logits for `steps` (a list
+        of `_Step`), run once over the rows of all of them.
+
+        The heads read nothing of the recurrence, so when their weights do not change between
+        the steps the S steps of a chunk can go through each head as one batch of S·B rows:
+        fewer and larger kernels than S separate calls, with the same values
+        (docs/performance.md#heads-once-per-chunk).
+
+        Returns ``(decodings, memory_losses, logits)``: decodings[l] [S·B, ...] and logits
+        [S·B, K] (None without a predictor) in step-major order; memory_losses[l] the mean
+        squared error over all S·B rows, i.e. the mean of the S per-step losses.
+        """
+        def rows(tensors):
+            return tensors[0] if len(tensors) == 1 else ops.concatenate(tensors, axis=0)
+
+        decodings, memory_losses = [], []
+        for l, cell in enumerate(self.cells):
+            with tf.name_scope(f"memory_{l}"):
+                decoded = cell.decode(rows([s.results[l].pooled for s in steps]))
+                target = rows([s.targets[l] for s in steps])
+                with tf.name_scope("loss"):
+                    memory_losses.append(ops.mean(ops.square(
+                        ops.cast(target, "float32") - ops.cast(decoded, "float32"))))
+            decodings.append(decoded)
+        logits = None
+        if self.predictor is not None:
+            with tf.name_scope("predictor"):
+                logits = self.predictor.classify(rows([s.predictor_input for s in steps]),
+                                                 training=training)
+        return decodings, memory_losses, logits
 
     def _predictor_loss(self, labels, logits):
         if self.predictor is None:
@@ -433,38 +481,58 @@ class SequenceMemoryStack(HparamsConfig, keras.Model):
                                                        args=(inside, grads, variables))
 
     def _run_steps(self, x, labels, reset, states, training, update_each_step):
-        """Unrolls the T steps of a chunk; with `update_each_step`, one update per step."""
+        """Unrolls the T steps of a chunk; with `update_each_step`, one update per step.
+
+        In training the heads run step by step (`_heads` of one step), where they overlap the
+        recurrence of the next steps, even when the update comes once per chunk; in evaluation
+        they run once over all T steps (docs/performance.md#heads-once-per-chunk).
+        """
         steps = x.shape[1]
-        memory_sums = [0.0] * self.num_layers
-        predictor_sum = 0.0
-        correct, cross_entropy, masks = [], [], [[] for _ in self.cells]
+        records, scores = [], []
+        memory_losses, predictor_loss = [0.0] * self.num_layers, 0.0
         for t in range(steps):
             with _tape(update_each_step) as tape:
-                results, states, memory_losses, logits = self._step(
-                    x[:, t], reset[:, t], states, training)
-                with tf.name_scope("predictor_loss"):
-                    predictor_loss = self._predictor_loss(
-                        None if labels is None else labels[:, t], logits)
-                total = self._total(memory_losses, predictor_loss)
+                record = self._step(x[:, t], reset[:, t], states, training)
+                if training:
+                    _, step_losses, step_logits = self._heads([record], training)
+                    with tf.name_scope("predictor_loss"):
+                        step_loss = self._predictor_loss(
+                            None if labels is None else labels[:, t], step_logits)
+                    total = self._total(step_losses, step_loss)
             if update_each_step:
                 with tf.name_scope("update"):
                     self._apply(tape, total, self.time_step + t)
-            memory_sums = [a + b for a, b in zip(memory_sums, memory_losses)]
-            for l, r in enumerate(results):
-                masks[l].append(r.mask)
-            if self.predictor is None:
-                continue
-            predictor_sum += predictor_loss
-            with tf.name_scope("metrics"):
-                log_p = self.predictor.log_distribution(logits)  # argmax log P = argmax P
-                correct.append(ops.cast(ops.argmax(log_p, axis=-1) == labels[:, t], "float32"))
-                cross_entropy.append(
-                    -ops.take_along_axis(log_p, labels[:, t, None], axis=-1)[:, 0])
-        memory_losses = [s / steps for s in memory_sums]
+            if training:
+                memory_losses = [a + b for a, b in zip(memory_losses, step_losses)]
+                if self.predictor is not None:
+                    predictor_loss += step_loss
+                    scores.append(self._scores(step_logits, labels[:, t]))
+            records.append(record)
+            states = record.states
+        if training:
+            memory_losses = [s / steps for s in memory_losses]
+            predictor_loss /= steps
+        else:
+            _, memory_losses, logits = self._heads(records, training)
+        masks = [[r.results[l].mask for r in records] for l in range(self.num_layers)]
         if self.predictor is None:
             return states, memory_losses, 0.0, None, None, masks
-        return (states, memory_losses, predictor_sum / steps, ops.stack(correct, axis=1),
-                ops.stack(cross_entropy, axis=1), masks)
+        if training:
+            correct, cross_entropy = (ops.stack(v, axis=1) for v in zip(*scores))
+        else:
+            with tf.name_scope("predictor_loss"):
+                predictor_loss = self._predictor_loss(_step_major(labels), logits)
+            correct, cross_entropy = (_batch_major(v, steps)
+                                      for v in self._scores(logits, _step_major(labels)))
+        return states, memory_losses, predictor_loss, correct, cross_entropy, masks
+
+    def _scores(self, logits, labels):
+        """(correct, cross-entropy) of the ensemble's prediction, per row of logits [M, K]."""
+        with tf.name_scope("metrics"):
+            log_p = self.predictor.log_distribution(logits)  # argmax log P = argmax P
+            correct = ops.cast(ops.argmax(log_p, axis=-1) == labels, "float32")
+            cross_entropy = -ops.take_along_axis(log_p, labels[:, None], axis=-1)[:, 0]
+        return correct, cross_entropy
 
     def _chunk(self, data, training):
         if isinstance(data, tuple):   # train_on_batch / fit on arrays pack (x, y, weights)
@@ -602,19 +670,19 @@ class SequenceMemoryStack(HparamsConfig, keras.Model):
         if states is None:
             batch = tf.shape(x)[0]
             states = [s.read(batch) for s in self.stream_states]
-        out = {f"{kind}_{l}": [] for l in range(self.num_layers)
-               for kind in ("encoding", "mask", "decoding")}
-        if self.predictor is not None:
-            out["logits"] = []
+        records = []
         for t in range(x.shape[1]):
-            results, states, _, logits = self._step(x[:, t], reset[:, t], states, training)
-            for l, r in enumerate(results):
-                out[f"encoding_{l}"].append(r.encoding)
-                out[f"mask_{l}"].append(r.mask)
-                out[f"decoding_{l}"].append(r.decoding)
-            if logits is not None:
-                out["logits"].append(logits)
-        return {k: ops.stack(v, axis=1) for k, v in out.items()}, states
+            records.append(self._step(x[:, t], reset[:, t], states, training))
+            states = records[-1].states
+        decodings, _, logits = self._heads(records, training)
+        out = {}
+        for l in range(self.num_layers):
+            out[f"encoding_{l}"] = ops.stack([r.results[l].encoding for r in records], axis=1)
+            out[f"mask_{l}"] = ops.stack([r.results[l].mask for r in records], axis=1)
+            out[f"decoding_{l}"] = _batch_major(decodings[l], len(records))
+        if logits is not None:
+            out["logits"] = _batch_major(logits, len(records))
+        return out, states
 
     def step(self, frame, states):
         """One step of generation: feeds `frame` x_t, returns ``(x̂_{t+1}, new_states)``.
@@ -638,8 +706,8 @@ class SequenceMemoryStack(HparamsConfig, keras.Model):
         """
         frame = ops.convert_to_tensor(frame)
         batch = tf.shape(frame)[0]
-        _, states, _, _ = self._step(frame, ops.zeros((batch,), frame.dtype), states,
-                                     training=False)
+        states = self._step(frame, ops.zeros((batch,), frame.dtype), states,
+                            training=False).states
         above = self.hparams["connectivity"] == "bi" and self.num_layers > 1
         ahead = self.cells[0].step(ops.reshape(frame, (-1, *self.input_shapes[0])), states[0],
                                    feedback=states[1][1] if above else None, training=False)

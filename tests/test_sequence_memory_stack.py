@@ -54,6 +54,53 @@ def test_learns_a_higher_order_sequence_inside_fit(schedule):
     assert history["test_state_count"][-1] >= 100
 
 
+def test_heads_once_per_chunk_equal_the_heads_of_each_step():
+    """With constant weights (chunk schedule, evaluation) the decoders and the predictor run
+    once over all T steps' rows; values, losses, gradients and the [B, T] metrics must equal
+    those of running the heads step by step (the step schedule's path)."""
+    model = small_stack(num_layers=2, groups=[16, 8], cells_per_group=[4, 2],
+                        active_groups=[3, 2], pool_size=[2, 1], connectivity="bi",
+                        predictor_input_decay=0.5)
+    model.fit(toy_dataset(), steps_per_epoch=2, verbose=0)
+    chunk = next(toy_chunks(2))
+    chunk["reset"][1, 3] = 1.0
+    x, reset = tf.constant(chunk["inputs"]), tf.constant(chunk["reset"])
+    labels = tf.constant(chunk["labels"])
+    states = model.zero_states(B)
+    variables = model.trainable_variables
+    with tf.GradientTape(persistent=True) as tape:
+        records = []
+        for t in range(T):
+            records.append(model._step(x[:, t], reset[:, t], states, training=False))
+            states = records[-1].states
+        per_step = [model._heads([r], training=False) for r in records]
+        per_step_total = sum(model._total(losses, model._predictor_loss(labels[:, t], logits))
+                             for t, (_, losses, logits) in enumerate(per_step)) / T
+        decodings, losses, logits = model._heads(records, training=False)
+        once_total = model._total(losses, model._predictor_loss(
+            tf.reshape(tf.transpose(labels), [-1]), logits))
+    np.testing.assert_allclose(once_total, per_step_total, rtol=1e-6)
+    for a, b in zip(tape.gradient(once_total, variables),
+                    tape.gradient(per_step_total, variables)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    out, _ = model.unroll(chunk, model.zero_states(B))
+    for t, (step_decodings, _, step_logits) in enumerate(per_step):
+        np.testing.assert_allclose(out["logits"][:, t], step_logits, atol=1e-6)
+        for l in range(2):
+            np.testing.assert_allclose(out[f"decoding_{l}"][:, t], step_decodings[l], atol=1e-6)
+    # the [B, T] metrics, heads once (evaluation) and step by step (training, one update per
+    # chunk; no dropout here): correct[b, t] scores step t of stream b
+    log_p = np.asarray(model.predictor.log_distribution(out["logits"]))
+    for training in (False, True):
+        _, losses, loss, correct, cross_entropy, _ = model._run_steps(
+            x, labels, reset, model.zero_states(B), training=training, update_each_step=False)
+        np.testing.assert_allclose(model._total(losses, loss), once_total, rtol=1e-6)
+        np.testing.assert_array_equal(correct, np.argmax(log_p, -1) == chunk["labels"])
+        np.testing.assert_allclose(
+            cross_entropy, -np.take_along_axis(log_p, chunk["labels"][..., None], -1)[..., 0],
+            rtol=1e-6)
+
+
 def test_two_layers_with_feedback_and_pooling_train():
     model = small_stack(num_layers=2, groups=[16, 8], cells_per_group=[4, 2], active_groups=[3, 2],
                         pool_size=[2, 1], connectivity="bi")
@@ -107,6 +154,19 @@ def test_keras_file_round_trip_keeps_stream_state(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "stack.keras")
     chunk = next(toy_chunks(3))
     np.testing.assert_allclose(model(chunk)["encoding_0"], loaded(chunk)["encoding_0"], atol=1e-6)
+
+
+def test_stream_state_read_outside_a_replica_gives_the_first_rows_of_the_batch():
+    """Keras builds a model in a strategy's scope on one replica's batch outside a replica
+    context: the states read there must have the batch's rows, not all the streams'."""
+    from pagi_rsm.models.stream_state import StreamState
+    state = StreamState(4, [3])
+    state.values[0].assign(np.arange(12, dtype="float32").reshape(4, 3))
+    np.testing.assert_array_equal(state.read(4)[0], state.values[0])
+    np.testing.assert_array_equal(state.read(tf.constant(2))[0], [[0, 1, 2], [3, 4, 5]])
+    model = small_stack()
+    out = model({k: v[:2] for k, v in next(toy_chunks()).items()})   # 2 of the B streams
+    assert out["decoding_0"].shape == (2, T, K) and out["logits"].shape == (2, T, K)
 
 
 def test_frequency_statistics_update():

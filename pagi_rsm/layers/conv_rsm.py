@@ -89,8 +89,9 @@ class ConvRSM(RSMCell):
       inputs: [B, H, W, D] (+1 reset channel if `reset_input`). Feedback needs `step`.
       Returns `(output, new_states)`; output is flat(y) [B, h·w·n] (stop-gradient), or
       `[flat(y), flat(x̂)]` with `output_decoding`.
-    `step(x, states, reset=None, feedback=None, training=False)` returns the full `RSMStep`:
-    encoding [B, h, w, n], decoding [B, H_t, W_t, D_t], mask [B, h, w, n] and the new states.
+    `step(x, states, reset=None, feedback=None, training=False, decode=True)` returns the full
+    `RSMStep`: encoding [B, h, w, n], decoding [B, H_t, W_t, D_t], mask [B, h, w, n], the new
+    states and pooled [B, h, w, g], the decoder's input (`decode(pooled)`, as in `RSMCell`).
 
     Example:
     ```python
@@ -284,8 +285,15 @@ class ConvRSM(RSMCell):
             training)
         return drive, b_trace
 
-    def step(self, x, states, reset=None, feedback=None, training=False):
-        """One step of the memory; returns `RSMStep(encoding, decoding, mask, states)`.
+    def decode(self, pooled):
+        """x̂: the transposed-convolution decoder of the pooled code [M, h, w, g]."""
+        with tf.name_scope("decoder"):
+            decoded = rsm_ops.conv_decode(pooled, self.decoder_kernel, self.decoder_bias,
+                                          self.target_shape, self.strides)
+            return self.decoder_activation(decoded)
+
+    def step(self, x, states, reset=None, feedback=None, training=False, decode=True):
+        """One step of the memory; returns `RSMStep(encoding, decoding, mask, states, pooled)`.
 
         Args:
           x: current input x_t [B, H, W, D] (the decoder's target when `decoder_shape` is not
@@ -295,6 +303,7 @@ class ConvRSM(RSMCell):
           feedback: the higher layer's previous code [B, h', w', n'] (or flattened), when
             `feedback_shape` is set.
           training: enables dropout.
+          decode: False leaves the decoder out (decoding None): see `decode`.
         """
         dtype = x.dtype
         (height, width, depth), (h, w) = self.input_shape3, self.grid
@@ -345,9 +354,7 @@ class ConvRSM(RSMCell):
         y = self.activation(z * mask)
 
         pooled = self._pool_cells(y, mask)                                        # [B, h, w, g]
-        decoded = rsm_ops.conv_decode(pooled, self.decoder_kernel, self.decoder_bias,
-                                      self.target_shape, self.strides)
-        decoded = self.decoder_activation(decoded)
+        decoded = self.decode(pooled) if decode else None
 
         encoding = tf.stop_gradient(ops.reshape(y, (-1, h, w, n)))
         mask = ops.reshape(mask, (-1, h, w, n))
@@ -359,7 +366,7 @@ class ConvRSM(RSMCell):
                       ops.reshape(encoding, (-1, cells)), new_inhibition]
         new_states += [t for t in (r_trace, f_trace, b_trace) if t is not None]
         new_states = [tf.stop_gradient(s) for s in new_states]
-        return RSMStep(encoding, decoded, mask, new_states)
+        return RSMStep(encoding, decoded, mask, new_states, pooled)
 
     def call(self, inputs, states, training=False):
         if self.feedback_shape:

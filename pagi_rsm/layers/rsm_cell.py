@@ -9,7 +9,10 @@ from pagi_rsm.hparams.rsm_cell import OPTIONS
 from pagi_rsm.deprecation import deprecated_alias
 from pagi_rsm.ops import rsm as rsm_ops
 
-RSMStep = collections.namedtuple("RSMStep", ["encoding", "decoding", "mask", "states"])
+# `pooled` is what the decoder reads (the max over each group's cells); `decoding` is None when
+# `step(..., decode=False)` leaves the decoder to the caller (`decode(pooled)`).
+RSMStep = collections.namedtuple("RSMStep", ["encoding", "decoding", "mask", "states", "pooled"],
+                                 defaults=(None,))
 
 # recurrent_path="auto" takes the sparse path when the active cells k are at most this fraction
 # of the n cells (and there is no trace): docs/performance.md has the measurements.
@@ -132,8 +135,10 @@ class RSMCell(keras.layers.Layer):
       states: list as in `state_size`: [x_prev (D), y_prev (n), inhibition (n)] then the traces
         ψ_r (n) if ε > 0, ψ_f (D) if ε_f > 0, ψ_b (n') if feedback and ε > 0.
       Returns `(output, new_states)`; output is y [B, n] (stop-gradient) or `[y, x̂]`.
-    `step(x, states, reset=None, feedback=None, training=False)` returns the full `RSMStep`
-    (encoding, decoding, mask, states) for callers that need all of them.
+    `step(x, states, reset=None, feedback=None, training=False, decode=True)` returns the full
+    `RSMStep` (encoding, decoding, mask, states, pooled) for callers that need all of them.
+    With ``decode=False`` the decoder is left out (decoding None) and `decode(pooled)` runs it
+    later, e.g. once over all the steps of a chunk when the weights do not change in between.
 
     Example:
     ```python
@@ -336,8 +341,15 @@ class RSMCell(keras.layers.Layer):
             values_fn=lambda v: self._dropout(v, self.recurrent_keep_rate, training))
         return drive if bias is None else drive + ops.cast(bias, drive.dtype)
 
-    def step(self, x, states, reset=None, feedback=None, training=False):
-        """One step of the memory; returns `RSMStep(encoding, decoding, mask, states)`.
+    def decode(self, pooled):
+        """x̂ = φ_d(pooled W_d + b_d): the prediction of the input from the pooled code [M, g]
+        (`RSMStep.pooled`; M may hold any number of steps' rows)."""
+        with tf.name_scope("decoder"):
+            decoded = self._dense(pooled, self.decoder_kernel, self.decoder_bias)
+            return self.decoder_activation(decoded)
+
+    def step(self, x, states, reset=None, feedback=None, training=False, decode=True):
+        """One step of the memory; returns `RSMStep(encoding, decoding, mask, states, pooled)`.
 
         Args:
           x: current input x_t [B, D] (the decoder target; the drive uses the stored x_{t−1}).
@@ -345,6 +357,7 @@ class RSMCell(keras.layers.Layer):
           reset: optional [B] or [B, 1]; 1 zeroes the sample's state before the step.
           feedback: [B, n'] the higher layer's previous output, when `feedback_units`.
           training: enables dropout.
+          decode: False leaves the decoder out (decoding None): see `decode`.
         """
         dtype = x.dtype
         states = [tf.stop_gradient(ops.cast(s, dtype)) for s in states]
@@ -399,8 +412,7 @@ class RSMCell(keras.layers.Layer):
             y = self.activation(z * mask)                                         # [B, g, c]
         with tf.name_scope("decoder"):
             pooled = self._pool_cells(y, mask)
-            decoded = self._dense(pooled, self.decoder_kernel, self.decoder_bias)
-            decoded = self.decoder_activation(decoded)
+        decoded = self.decode(pooled) if decode else None
         with tf.name_scope("state"):
             y_flat = ops.reshape(y, (-1, self.units))
             mask_flat = ops.reshape(mask, (-1, self.units))
@@ -410,7 +422,7 @@ class RSMCell(keras.layers.Layer):
             new_states = [x, encoding, new_inhibition]
             new_states += [t for t in (r_trace, f_trace, b_trace) if t is not None]
             new_states = [tf.stop_gradient(s) for s in new_states]
-        return RSMStep(encoding, decoded, mask_flat, new_states)
+        return RSMStep(encoding, decoded, mask_flat, new_states, pooled)
 
     def call(self, inputs, states, training=False):
         x = inputs[:, :self.input_dim]

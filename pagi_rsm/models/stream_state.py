@@ -44,11 +44,18 @@ class StreamState(keras.layers.Layer):
         return replica * batch
 
     def read(self, batch):
-        """The state rows of the streams in this replica's batch of `batch` rows."""
+        """The state rows of the streams in this replica's batch of `batch` rows.
+
+        Outside a replica context (one device, or Keras building a model in a strategy's
+        scope on one replica's batch) those are the first `batch` streams, so the states
+        always have the batch's rows."""
         start = self._rows(batch)
+        values = [ops.convert_to_tensor(v) for v in self.values]
         if start is None:
-            return [ops.convert_to_tensor(v) for v in self.values]
-        return [tf.slice(ops.convert_to_tensor(v), [start, 0], [batch, -1]) for v in self.values]
+            if isinstance(batch, int) and batch == self.streams:
+                return values
+            start = 0
+        return [tf.slice(v, [start, 0], [batch, -1]) for v in values]
 
     def write(self, new_values):
         """Stores this replica's rows (a list like `read` returned)."""
