@@ -9,8 +9,8 @@ from pagi_rsm.hparams.rsm_cell import OPTIONS
 from pagi_rsm.deprecation import deprecated_alias
 from pagi_rsm.ops import rsm as rsm_ops
 
-# `pooled` is what the decoder reads (the max over each group's cells); `decoding` is None when
-# `step(..., decode=False)` leaves the decoder to the caller (`decode(pooled)`).
+# `pooled` is what the decoder reads (each group's cells pooled by `decoder_pooling`);
+# `decoding` is None when `step(..., decode=False)` leaves the decoder to `decode(pooled)`.
 RSMStep = collections.namedtuple("RSMStep", ["encoding", "decoding", "mask", "states", "pooled"],
                                  defaults=(None,))
 
