@@ -483,56 +483,50 @@ class SequenceMemoryStack(HparamsConfig, keras.Model):
     def _run_steps(self, x, labels, reset, states, training, update_each_step):
         """Unrolls the T steps of a chunk; with `update_each_step`, one update per step.
 
-        In training the heads run step by step (`_heads` of one step), where they overlap the
-        recurrence of the next steps, even when the update comes once per chunk; in evaluation
-        they run once over all T steps (docs/performance.md#heads-once-per-chunk).
+        In training the heads run step by step, where they overlap the recurrence of the next
+        steps, even when the update comes once per chunk; in evaluation they run once over all
+        T steps (docs/performance.md#heads-once-per-chunk).
         """
-        steps = x.shape[1]
-        records, scores = [], []
-        memory_losses, predictor_loss = [0.0] * self.num_layers, 0.0
-        for t in range(steps):
+        records, parts = [], []
+        for t in range(x.shape[1]):
             with _tape(update_each_step) as tape:
                 record = self._step(x[:, t], reset[:, t], states, training)
                 if training:
-                    _, step_losses, step_logits = self._heads([record], training)
-                    with tf.name_scope("predictor_loss"):
-                        step_loss = self._predictor_loss(
-                            None if labels is None else labels[:, t], step_logits)
-                    total = self._total(step_losses, step_loss)
+                    parts.append(self._head_losses(
+                        [record], None if labels is None else labels[:, t:t + 1], training))
+                    total = self._total(*parts[-1][:2])
             if update_each_step:
                 with tf.name_scope("update"):
                     self._apply(tape, total, self.time_step + t)
-            if training:
-                memory_losses = [a + b for a, b in zip(memory_losses, step_losses)]
-                if self.predictor is not None:
-                    predictor_loss += step_loss
-                    scores.append(self._scores(step_logits, labels[:, t]))
             records.append(record)
             states = record.states
-        if training:
-            memory_losses = [s / steps for s in memory_losses]
-            predictor_loss /= steps
-        else:
-            _, memory_losses, logits = self._heads(records, training)
+        if not training:
+            parts = [self._head_losses(records, labels, training)]
         masks = [[r.results[l].mask for r in records] for l in range(self.num_layers)]
+        memory_losses = [sum(losses) / len(parts) for losses in zip(*(p[0] for p in parts))]
+        predictor_loss = sum(p[1] for p in parts) / len(parts)
         if self.predictor is None:
             return states, memory_losses, 0.0, None, None, masks
-        if training:
-            correct, cross_entropy = (ops.stack(v, axis=1) for v in zip(*scores))
-        else:
-            with tf.name_scope("predictor_loss"):
-                predictor_loss = self._predictor_loss(_step_major(labels), logits)
-            correct, cross_entropy = (_batch_major(v, steps)
-                                      for v in self._scores(logits, _step_major(labels)))
+        correct, cross_entropy = (ops.concatenate(v, axis=1) if len(v) > 1 else v[0]
+                                  for v in zip(*(p[2] for p in parts)))
         return states, memory_losses, predictor_loss, correct, cross_entropy, masks
 
-    def _scores(self, logits, labels):
-        """(correct, cross-entropy) of the ensemble's prediction, per row of logits [M, K]."""
+    def _head_losses(self, records, labels, training):
+        """The heads (`_heads`) of the S steps in `records`, once over all of them, with labels
+        [B, S]: ``(memory_losses, predictor_loss, (correct, cross_entropy))``, the losses as
+        means over the S steps and the scores [B, S] (None without a predictor)."""
+        _, memory_losses, logits = self._heads(records, training)
+        if self.predictor is None:
+            return memory_losses, 0.0, None
+        target = _step_major(labels)
+        with tf.name_scope("predictor_loss"):
+            predictor_loss = self._predictor_loss(target, logits)
         with tf.name_scope("metrics"):
             log_p = self.predictor.log_distribution(logits)  # argmax log P = argmax P
-            correct = ops.cast(ops.argmax(log_p, axis=-1) == labels, "float32")
-            cross_entropy = -ops.take_along_axis(log_p, labels[:, None], axis=-1)[:, 0]
-        return correct, cross_entropy
+            correct = ops.cast(ops.argmax(log_p, axis=-1) == target, "float32")
+            cross_entropy = -ops.take_along_axis(log_p, target[:, None], axis=-1)[:, 0]
+        return memory_losses, predictor_loss, tuple(_batch_major(v, len(records))
+                                                    for v in (correct, cross_entropy))
 
     def _chunk(self, data, training):
         if isinstance(data, tuple):   # train_on_batch / fit on arrays pack (x, y, weights)
